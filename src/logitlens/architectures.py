@@ -1,0 +1,277 @@
+"""Where each model family keeps its blocks, final norm and unembedding: one declarative table.
+
+The logit lens decodes a residual-stream vector ``h`` exactly the way the model decodes its last one:
+
+    logits = post(unembed(pre_unembed(final_norm(h))))
+
+``Architecture`` names those pieces by dotted module path (relative to the ``*ForCausalLM`` object) and the
+config attributes of the logit post-processing. ``ARCHITECTURES`` maps ``config.model_type`` to one;
+unknown families fall back to discovery over common names. Whatever the source, ``check_decoder`` runs a
+probe input at load time and compares the decoded last block with the model's real logits, so a wrong
+entry raises instead of drawing a silently wrong lens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import LogitLensError
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Module paths and logit post-processing of one model family.
+
+    Example:
+        >>> Architecture(layers="model.layers", final_norm="model.norm", unembed="lm_head")
+    """
+
+    layers: str  # dotted path to the ModuleList of transformer blocks
+    final_norm: str | None  # dotted path to the final norm; an attribute that is None is skipped (OPT-350m)
+    unembed: str = "lm_head"  # dotted path to the unembedding nn.Linear (bias used when present)
+    pre_unembed: tuple[str, ...] = ()  # applied after the norm, before the unembedding (OPT's project_out)
+    logit_scale: str | None = None  # config attribute: logits *= value (Cohere)
+    logit_divisor: str | None = None  # config attribute: logits /= value (Granite)
+    softcap: str | None = None  # config attribute: logits = cap * tanh(logits / cap) (Gemma 2/3)
+
+    def replace(self, **changes) -> Architecture:
+        return dataclasses.replace(self, **changes)
+
+
+_GPT2 = Architecture(layers="transformer.h", final_norm="transformer.ln_f")
+_LLAMA = Architecture(layers="model.layers", final_norm="model.norm")
+_GEMMA2 = _LLAMA.replace(softcap="final_logit_softcapping")
+
+# model_type -> Architecture. Families share entries; only the differences are spelled out.
+ARCHITECTURES: dict[str, Architecture] = {
+    # GPT-2 style: transformer.h / transformer.ln_f / lm_head
+    "gpt2": _GPT2,
+    "gptj": _GPT2,  # lm_head has a bias
+    "gpt_neo": _GPT2,
+    "gpt_bigcode": _GPT2,
+    "codegen": _GPT2,
+    "bloom": _GPT2,
+    "falcon": _GPT2,
+    "mpt": Architecture(layers="transformer.blocks", final_norm="transformer.norm_f"),
+    "gpt_neox": Architecture(
+        layers="gpt_neox.layers", final_norm="gpt_neox.final_layer_norm", unembed="embed_out"
+    ),
+    "opt": Architecture(
+        layers="model.decoder.layers",
+        final_norm="model.decoder.final_layer_norm",
+        pre_unembed=("model.decoder.project_out",),
+    ),
+    # Llama style: model.layers / model.norm / lm_head
+    "llama": _LLAMA,
+    "mistral": _LLAMA,
+    "mixtral": _LLAMA,
+    "qwen2": _LLAMA,
+    "qwen2_moe": _LLAMA,
+    "qwen3": _LLAMA,
+    "qwen3_moe": _LLAMA,
+    "gemma": _LLAMA,  # the (1 + weight) RMSNorm lives in the module itself
+    "gemma2": _GEMMA2,
+    "gemma3_text": _GEMMA2,
+    "phi": Architecture(layers="model.layers", final_norm="model.final_layernorm"),  # lm_head has a bias
+    "phi3": _LLAMA,
+    "stablelm": _LLAMA,
+    "olmo": _LLAMA,  # parameter-free LayerNorm
+    "olmo2": _LLAMA,
+    "olmoe": _LLAMA,
+    "starcoder2": _LLAMA,
+    "cohere": _LLAMA.replace(logit_scale="logit_scale"),
+    "cohere2": _LLAMA.replace(logit_scale="logit_scale"),
+    "granite": _LLAMA.replace(logit_divisor="logits_scaling"),
+    "granitemoe": _LLAMA.replace(logit_divisor="logits_scaling"),
+    "smollm3": _LLAMA,
+    "exaone4": _LLAMA,
+    "internlm2": Architecture(layers="model.layers", final_norm="model.norm", unembed="output"),
+}
+
+# Discovery for families not in the table: the first path that exists wins.
+_LAYER_CANDIDATES = (
+    "model.layers",
+    "transformer.h",
+    "model.decoder.layers",
+    "gpt_neox.layers",
+    "transformer.layers",
+    "transformer.blocks",
+    "model.language_model.layers",
+    "language_model.model.layers",
+)
+_NORM_NAMES = ("norm", "ln_f", "final_layernorm", "final_layer_norm", "norm_f", "final_norm", "ln_out")
+_POST_ATTRS = {
+    "logit_scale": ("logit_scale",),
+    "logit_divisor": ("logits_scaling",),
+    "softcap": ("final_logit_softcapping",),
+}
+
+
+def register_architecture(model_type: str, arch: Architecture) -> None:
+    """Add or replace the table entry for ``model_type`` (``config.model_type``)."""
+    if not isinstance(arch, Architecture):
+        raise LogitLensError(f"register_architecture takes an Architecture, got {type(arch).__name__}")
+    ARCHITECTURES[model_type] = arch
+
+
+_MISSING = object()
+
+
+def _get(root: nn.Module, path: str):
+    """Resolve a dotted path; returns _MISSING when an attribute does not exist."""
+    obj = root
+    for part in path.split("."):
+        if obj is None:
+            return None
+        obj = obj[int(part)] if part.isdigit() else getattr(obj, part, _MISSING)
+        if obj is _MISSING:
+            return _MISSING
+    return obj
+
+
+def discover_architecture(model: nn.Module) -> Architecture:
+    """Guess an Architecture for a family missing from the table (the self-check then verifies it)."""
+    model_type = getattr(model.config, "model_type", "?")
+    layers = next(
+        (p for p in _LAYER_CANDIDATES if isinstance(_get(model, p), nn.ModuleList)),
+        None,
+    )
+    if layers is None:
+        raise LogitLensError(
+            f"cannot find the transformer blocks of model_type '{model_type}'; "
+            "pass arch=logitlens.Architecture(layers=..., final_norm=..., unembed=...)"
+        )
+    parent = layers.rsplit(".", 1)[0]
+    norm = next(
+        (f"{parent}.{n}" for n in _NORM_NAMES if isinstance(_get(model, f"{parent}.{n}"), nn.Module)),
+        None,
+    )
+    out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    unembed = next((name for name, mod in model.named_modules() if mod is out and name), "lm_head")
+    post = {
+        field: next((a for a in attrs if getattr(model.config, a, None) is not None), None)
+        for field, attrs in _POST_ATTRS.items()
+    }
+    return Architecture(layers=layers, final_norm=norm, unembed=unembed, **post)
+
+
+def architecture_for(model: nn.Module) -> tuple[Architecture, str]:
+    """The table entry for this model (or a discovered one) and where it came from."""
+    model_type = getattr(model.config, "model_type", None)
+    if model_type in ARCHITECTURES:
+        return ARCHITECTURES[model_type], "table"
+    return discover_architecture(model), "discovered"
+
+
+class Decoder:
+    """The resolved modules of an Architecture: turns residual vectors into the model's logits.
+
+    ``logits(h)`` maps ``(N, d_model)`` residual vectors to ``(N, vocab)`` fp32 logits with the model's own
+    final norm (statistics computed for each vector), unembedding (+bias) and post-processing.
+    """
+
+    def __init__(self, model: nn.Module, arch: Architecture):
+        self.arch = arch
+        self.model_type = getattr(model.config, "model_type", "?")
+
+        def need(path: str, what: str):
+            mod = _get(model, path)
+            if mod is _MISSING:
+                raise LogitLensError(
+                    f"model_type '{self.model_type}' has no module '{path}' ({what}); "
+                    f"pass arch=logitlens.Architecture(...) or call logitlens.register_architecture"
+                    f"('{self.model_type}', ...) with the right path"
+                )
+            return mod
+
+        self.layers = need(arch.layers, "the blocks")
+        if not isinstance(self.layers, nn.ModuleList | nn.Sequential) or len(self.layers) == 0:
+            raise LogitLensError(
+                f"'{arch.layers}' of model_type '{self.model_type}' is not a non-empty list of blocks"
+            )
+        # Norm and pre-unembedding modules that are None in this checkpoint are skipped (OPT-350m).
+        chain = [arch.final_norm] if arch.final_norm else []
+        chain += list(arch.pre_unembed)
+        self.pre = [m for m in (need(p, "final norm / projection") for p in chain) if m is not None]
+        unembed = need(arch.unembed, "the unembedding")
+        weight = getattr(unembed, "weight", None)
+        if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+            raise LogitLensError(
+                f"'{arch.unembed}' of model_type '{self.model_type}' has no 2-D weight to unembed with"
+            )
+        self.weight = weight  # (V, d) the model's own tensor, never copied
+        self.bias = getattr(unembed, "bias", None)  # (V,) or None
+        cfg = model.config
+        text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+
+        def attr(name: str | None) -> float | None:
+            if name is None:
+                return None
+            value = getattr(text_cfg, name, getattr(cfg, name, None))
+            return None if value is None else float(value)
+
+        self.scale = attr(arch.logit_scale)
+        self.divisor = attr(arch.logit_divisor)
+        self.softcap = attr(arch.softcap)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.weight.shape[0]
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def device(self) -> torch.device:
+        return self.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.weight.dtype
+
+    @torch.inference_mode()
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """(N, d) residual vectors -> (N, V) fp32 logits, exactly as the model decodes its last block."""
+        x = h.to(self.device).unsqueeze(0)  # (1, N, d): norms see the shape they were written for
+        for mod in self.pre:
+            x = mod(x)
+        out = F.linear(x[0], self.weight, self.bias)  # (N, V) in the model's dtype, like the model
+        out = out.float()
+        if self.scale is not None:
+            out.mul_(self.scale)
+        if self.divisor is not None:
+            out.div_(self.divisor)
+        if self.softcap is not None:
+            out.div_(self.softcap).tanh_().mul_(self.softcap)
+        return out
+
+
+def check_decoder(decoder: Decoder, last_block_output: torch.Tensor, model_logits: torch.Tensor) -> float:
+    """Compare the decoded last block with the model's logits on a probe; raise on a mismatch.
+
+    last_block_output: (T, d); model_logits: (T, V). Returns the max abs difference.
+    """
+    ours = decoder.logits(last_block_output)
+    ref = model_logits.float().to(ours.device)
+    if ours.shape != ref.shape:
+        raise LogitLensError(
+            f"self-check failed for model_type '{decoder.model_type}': decoded logits have shape "
+            f"{tuple(ours.shape)} but the model returns {tuple(ref.shape)}; fix the table entry with "
+            "logitlens.register_architecture or pass arch=logitlens.Architecture(...)"
+        )
+    diff = (ours - ref).abs().max().item()
+    scale = ref.abs().max().item()
+    tol = (1e-4 if decoder.dtype == torch.float32 else 2e-2) * (1.0 + scale)
+    if not diff <= tol:  # also catches NaN
+        raise LogitLensError(
+            f"self-check failed for model_type '{decoder.model_type}': decoding the last block through "
+            f"{decoder.arch} differs from the model's logits by {diff:.3g} (tolerance {tol:.3g}); "
+            "fix the entry with logitlens.register_architecture or pass arch=logitlens.Architecture(...)"
+        )
+    return diff
