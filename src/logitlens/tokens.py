@@ -8,6 +8,7 @@ Bytes that are not complete UTF-8 on their own are shown as ``\\xNN``.
 from __future__ import annotations
 
 import re
+import unicodedata
 from functools import lru_cache
 
 _BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
@@ -50,8 +51,10 @@ def piece_bytes(piece: str, byte_level: bool) -> bytes:
 def readable(piece_or_bytes: str | bytes, byte_level: bool = False) -> str:
     """A token as a person reads it: real text, whitespace visible, broken UTF-8 escaped."""
     raw = piece_or_bytes if isinstance(piece_or_bytes, bytes) else piece_bytes(piece_or_bytes, byte_level)
-    text = raw.decode("utf-8", errors="backslashreplace")
-    return text.translate(_VISIBLE) if text else "∅"
+    text = raw.decode("utf-8", errors="backslashreplace").translate(_VISIBLE)
+    # Other white space (no-break space, ideographic space ...) and invisible format characters.
+    text = "".join(f"\\u{ord(c):04x}" if c.isspace() or unicodedata.category(c) == "Cf" else c for c in text)
+    return text or "∅"
 
 
 class TokenNamer:
