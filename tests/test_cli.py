@@ -1,0 +1,129 @@
+"""The `logitlens run` command on a tiny local model: output, files, and every bad-input message."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+
+import pytest
+
+from logitlens import LensResult
+from logitlens.cli import main
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_run_prints_grid_and_topk(capsys, tiny_model_dir, tmp_path):
+    path = tmp_path / "r.json"
+    code, out, err = run_cli(
+        capsys,
+        "run",
+        "Hello world",
+        "--model",
+        str(tiny_model_dir),
+        "--top-k",
+        "3",
+        "--target",
+        " Paris",
+        "--json",
+        str(path),
+    )
+    assert code == 0, err
+    assert "top-1 token per row x position" in out and "top-3 per row" in out
+    assert "embed" in out and "next →" in out
+    res = LensResult.load(path)
+    assert res.prompts == ["Hello world"] and res.top_k == 3 and res.target_names == [" Paris"]
+    assert f"wrote {path}" in err
+
+
+def test_prompts_file_stdin_and_positions(capsys, tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("first prompt\n\nsecond one here\n"))
+    path = tmp_path / "r.json"
+    code, _, err = run_cli(
+        capsys,
+        "run",
+        "--prompts-file",
+        "-",
+        "--model",
+        str(tiny_model_dir),
+        "--positions=-1",
+        "--json",
+        str(path),
+        "--quiet",
+    )
+    assert code == 0, err
+    res = LensResult.load(path)
+    assert res.prompts == ["first prompt", "second one here"]
+    assert res.n_positions == 1
+
+
+def test_target_set_syntax(capsys, tiny_model_dir, tmp_path):
+    path = tmp_path / "r.json"
+    code, _, err = run_cli(
+        capsys,
+        "run",
+        "Hi",
+        "--model",
+        str(tiny_model_dir),
+        "--target",
+        " Paris| Rome",
+        "--json",
+        str(path),
+        "--quiet",
+    )
+    assert code == 0, err
+    assert LensResult.load(path).target_names == [" Paris| Rome"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", ""], "prompt 1 is empty"),
+        (["run"], "no prompt given"),
+        (
+            ["run", "x " * 80],
+            "tokens but the model's context is 64; shorten it or pass truncate=True (--truncate)",
+        ),
+        (["run", "Hi", "--target", ""], "--target is empty"),
+        (["run", "Hi", "--top-k", "0"], "--top-k must be at least 1"),
+        (["run", "Hi", "--top-k", "100000"], "--top-k must be at most the vocabulary size 400"),
+        (
+            ["run", "Hi", "--prompts-file", "/no/such/file.txt"],
+            "cannot read prompts file '/no/such/file.txt'",
+        ),
+        (["run", "Hi", "--positions=a,b"], "--positions takes comma-separated integers"),
+        (["run", "Hi", "--positions=9"], "position 9 is out of range for prompt 0"),
+        (["run", "Hi", "--dtype", "float8"], "argument --dtype: invalid choice"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(capsys, tiny_model_dir, argv, message):
+    code, out, err = run_cli(capsys, *argv, "--model", str(tiny_model_dir))
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("logitlens: error: "), err
+    assert message in lines[0]
+
+
+def test_unknown_model(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "run", "Hi", "--model", str(tmp_path / "nothing-here"))
+    assert code == 2 and "cannot load model" in err and len(err.strip().splitlines()) == 1
+
+
+def test_truncate_flag(capsys, tiny_model_dir):
+    code, out, err = run_cli(
+        capsys, "run", "x " * 80, "--model", str(tiny_model_dir), "--truncate", "--quiet"
+    )
+    assert code == 0
+    assert "logitlens: warning: prompt 0: kept the last 64 of" in err
+
+
+def test_entry_point_help():
+    out = subprocess.run(
+        [sys.executable, "-m", "logitlens.cli", "run", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "--prompts-file" in out.stdout and "--target" in out.stdout
