@@ -98,6 +98,7 @@ def test_target_set_syntax(capsys, tiny_model_dir, tmp_path):
         ),
         (["run", "Hi", "--positions=a,b"], "--positions takes comma-separated integers"),
         (["run", "Hi", "--positions=9"], "position 9 is out of range for prompt 0"),
+        (["run", "Hi", "--memory-budget", "0"], "--memory-budget must be at least 1"),
         (["run", "Hi", "--dtype", "float8"], "argument --dtype: invalid choice"),
     ],
 )

@@ -66,6 +66,13 @@ def _add_prompt_args(p: argparse.ArgumentParser) -> None:
         "--truncate", action="store_true", help="keep the last tokens of a prompt longer than the context"
     )
     p.add_argument("--batch-size", type=int, default=8, help="prompts per forward pass (default 8)")
+    p.add_argument(
+        "--memory-budget",
+        type=int,
+        default=512,
+        metavar="MB",
+        help="memory for decoding intermediates, MB (default 512); larger is faster up to a point",
+    )
     p.add_argument("--html", type=Path, help="write a self-contained HTML report")
     p.add_argument("--png", type=Path, help="write a static heatmap image of the first prompt")
 
@@ -118,13 +125,19 @@ def _check_common(args) -> None:
         raise LogitLensError(f"--top-k must be at least 1, got {args.top_k}")
     if args.batch_size < 1:
         raise LogitLensError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.memory_budget < 1:
+        raise LogitLensError(f"--memory-budget must be at least 1 (MB), got {args.memory_budget}")
 
 
 def _load(model: str, args):
     from .lens import LogitLens
 
     return LogitLens.from_pretrained(
-        model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code
+        model,
+        dtype=args.dtype,
+        device=args.device,
+        trust_remote_code=args.trust_remote_code,
+        budget_bytes=args.memory_budget * 2**20,
     )
 
 
