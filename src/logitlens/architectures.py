@@ -27,6 +27,9 @@ from .errors import LogitLensError
 class Architecture:
     """Module paths and logit post-processing of one model family.
 
+    A path may list alternatives, ``"lm_head|embed_out"``: the first that exists is used (for modules that
+    transformers renamed between versions).
+
     Example:
         >>> Architecture(layers="model.layers", final_norm="model.norm", unembed="lm_head")
     """
@@ -58,8 +61,8 @@ ARCHITECTURES: dict[str, Architecture] = {
     "bloom": _GPT2,
     "falcon": _GPT2,
     "mpt": Architecture(layers="transformer.blocks", final_norm="transformer.norm_f"),
-    "gpt_neox": Architecture(
-        layers="gpt_neox.layers", final_norm="gpt_neox.final_layer_norm", unembed="embed_out"
+    "gpt_neox": Architecture(  # the unembedding is lm_head from transformers 5 on, embed_out before
+        layers="gpt_neox.layers", final_norm="gpt_neox.final_layer_norm", unembed="lm_head|embed_out"
     ),
     "opt": Architecture(
         layers="model.decoder.layers",
@@ -104,7 +107,18 @@ _LAYER_CANDIDATES = (
     "model.language_model.layers",
     "language_model.model.layers",
 )
-_NORM_NAMES = ("norm", "ln_f", "final_layernorm", "final_layer_norm", "norm_f", "final_norm", "ln_out")
+_BLOCK_NAMES = ("layers", "h", "blocks", "decoder.layers")  # also tried under model.base_model_prefix
+_NORM_NAMES = (
+    "norm",
+    "ln_f",
+    "final_layernorm",
+    "final_layer_norm",
+    "norm_f",
+    "final_norm",
+    "ln_out",
+    "layer_norm",  # XGLM, BioGPT
+)
+_PRE_UNEMBED_NAMES = ("project_out",)  # next to the final norm: OPT-350m's projection to the embedding width
 _POST_ATTRS = {
     "logit_scale": ("logit_scale",),
     "logit_divisor": ("logits_scaling",),
@@ -123,41 +137,48 @@ _MISSING = object()
 
 
 def _get(root: nn.Module, path: str):
-    """Resolve a dotted path; returns _MISSING when an attribute does not exist."""
-    obj = root
-    for part in path.split("."):
-        if obj is None:
-            return None
-        obj = obj[int(part)] if part.isdigit() else getattr(obj, part, _MISSING)
-        if obj is _MISSING:
-            return _MISSING
-    return obj
+    """Resolve a dotted path, or the first of "a.b|c.d" that exists; _MISSING when none does."""
+    for alternative in path.split("|"):
+        obj = root
+        for part in alternative.split("."):
+            if obj is None:
+                break
+            obj = obj[int(part)] if part.isdigit() else getattr(obj, part, _MISSING)
+            if obj is _MISSING:
+                break
+        if obj is not _MISSING:
+            return obj
+    return _MISSING
 
 
 def discover_architecture(model: nn.Module) -> Architecture:
     """Guess an Architecture for a family missing from the table (the self-check then verifies it)."""
     model_type = getattr(model.config, "model_type", "?")
-    layers = next(
-        (p for p in _LAYER_CANDIDATES if isinstance(_get(model, p), nn.ModuleList)),
-        None,
-    )
+    prefix = getattr(model, "base_model_prefix", "") or ""
+    candidates = _LAYER_CANDIDATES + tuple(f"{prefix}.{n}" for n in _BLOCK_NAMES if prefix)
+    layers = next((p for p in candidates if isinstance(_get(model, p), nn.ModuleList)), None)
     if layers is None:
         raise LogitLensError(
             f"cannot find the transformer blocks of model_type '{model_type}'; "
-            "pass arch=logitlens.Architecture(layers=..., final_norm=..., unembed=...)"
+            "pass arch=logitlens.Architecture(layers=..., final_norm=..., unembed=...) or call "
+            f"logitlens.register_architecture('{model_type}', ...)"
         )
     parent = layers.rsplit(".", 1)[0]
     norm = next(
         (f"{parent}.{n}" for n in _NORM_NAMES if isinstance(_get(model, f"{parent}.{n}"), nn.Module)),
         None,
     )
+    pre = tuple(
+        f"{parent}.{n}" for n in _PRE_UNEMBED_NAMES if isinstance(_get(model, f"{parent}.{n}"), nn.Module)
+    )
     out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     unembed = next((name for name, mod in model.named_modules() if mod is out and name), "lm_head")
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     post = {
-        field: next((a for a in attrs if getattr(model.config, a, None) is not None), None)
+        field: next((a for a in attrs if getattr(cfg, a, getattr(model.config, a, None)) is not None), None)
         for field, attrs in _POST_ATTRS.items()
     }
-    return Architecture(layers=layers, final_norm=norm, unembed=unembed, **post)
+    return Architecture(layers=layers, final_norm=norm, unembed=unembed, pre_unembed=pre, **post)
 
 
 def architecture_for(model: nn.Module) -> tuple[Architecture, str]:
@@ -192,7 +213,9 @@ class Decoder:
         self.layers = need(arch.layers, "the blocks")
         if not isinstance(self.layers, nn.ModuleList | nn.Sequential) or len(self.layers) == 0:
             raise LogitLensError(
-                f"'{arch.layers}' of model_type '{self.model_type}' is not a non-empty list of blocks"
+                f"'{arch.layers}' of model_type '{self.model_type}' is not a non-empty list of blocks; "
+                f"pass arch=logitlens.Architecture(layers=...) or call logitlens.register_architecture"
+                f"('{self.model_type}', ...) with the path of the blocks' ModuleList"
             )
         # Norm and pre-unembedding modules that are None in this checkpoint are skipped (OPT-350m).
         chain = [arch.final_norm] if arch.final_norm else []
@@ -257,7 +280,15 @@ def check_decoder(decoder: Decoder, last_block_output: torch.Tensor, model_logit
 
     last_block_output: (T, d); model_logits: (T, V). Returns the max abs difference.
     """
-    ours = decoder.logits(last_block_output)
+    try:
+        ours = decoder.logits(last_block_output)
+    except (RuntimeError, TypeError, ValueError, IndexError) as exc:  # e.g. a missing projection
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise LogitLensError(
+            f"self-check failed for model_type '{decoder.model_type}': decoding the last block through "
+            f"{decoder.arch} raised {type(exc).__name__}: {first}; fix the entry with "
+            "logitlens.register_architecture or pass arch=logitlens.Architecture(...)"
+        ) from None
     ref = model_logits.float().to(ours.device)
     if ours.shape != ref.shape:
         raise LogitLensError(
