@@ -227,6 +227,33 @@ class LensResult:
             f"top_k={self.top_k}, targets={self.target_names}, model={self.meta.get('model')!r})"
         )
 
+    def plot(self, stat: str = "top_prob", prompt: int = 0, target: int | str = 0, *, menu: bool = False):
+        """Plotly heatmap of one prompt: rows (embedding at the bottom) x positions, top-1 token per cell.
+
+        stat colours the cells: "top_prob", "final_prob", "entropy", "kl", "target_prob", "target_rank"
+        (the last two for ``target``, an index or a name). menu=True adds a statistic drop-down.
+        See ``logitlens.plots.heatmap``.
+        """
+        from .plots import heatmap
+
+        return heatmap(self, prompt, stat, target, menu=menu)
+
+    def plot_trajectory(self, targets=None, prompts=None, stat: str = "prob", *, position: int | str = -1):
+        """Plotly lines across rows: "prob" (targets' probability and log rank), "kl" or "entropy".
+
+        targets: indices or names (default all); prompts: indices (default all); position: a decoded
+        column (default the last) or "mean" (kl / entropy only). See ``logitlens.plots.trajectory``.
+        """
+        from .plots import trajectory
+
+        return trajectory(self, targets, prompts, stat, position=position)
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the first prompt's heatmap (with the statistic menu), plotly.js embedded (works offline)."""
+        from .report import notebook_html
+
+        return notebook_html(self)
+
     # ---- save / load --------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """The versioned JSON-ready form (NaN written as null)."""
