@@ -128,3 +128,66 @@ def test_entry_point_help():
         [sys.executable, "-m", "logitlens.cli", "run", "--help"], capture_output=True, text=True, check=True
     )
     assert "--prompts-file" in out.stdout and "--target" in out.stdout
+
+
+@pytest.fixture(scope="module")
+def shallow_model_dir(tokenizer, tmp_path_factory):
+    from conftest import make_llama
+
+    path = tmp_path_factory.mktemp("tiny-llama-2")
+    make_llama(len(tokenizer), seed=1, num_hidden_layers=2).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_compare_two_models(capsys, tiny_model_dir, shallow_model_dir, tmp_path):
+    html = tmp_path / "cmp.html"
+    code, out, err = run_cli(
+        capsys,
+        "compare",
+        "Hello world",
+        "--model",
+        str(tiny_model_dir),
+        "--model",
+        str(shallow_model_dir),
+        "--target",
+        " Paris",
+        "--html",
+        str(html),
+    )
+    assert code == 0, err
+    assert "relative depth" in out and out.count("top-1 token per row x position") == 2
+    text = html.read_text()
+    assert "https://" not in text and str(tiny_model_dir) in text and str(shallow_model_dir) in text
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ([], "compare needs at least two models"),
+        (["--model", "m2", "--png", "x.png"], "compare writes --html"),
+        (["--model", "m2", "--top-k", "0"], "--top-k must be at least 1"),
+        (["--model", "no/such/model-dir"], "cannot load model"),
+    ],
+)
+def test_compare_bad_input(capsys, tiny_model_dir, extra, message):
+    code, _, err = run_cli(capsys, "compare", "Hi", "--model", str(tiny_model_dir), *extra)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_run_writes_html_and_png(capsys, tiny_model_dir, tmp_path):
+    code, _, err = run_cli(
+        capsys,
+        "run",
+        "Hello world",
+        "--model",
+        str(tiny_model_dir),
+        "--quiet",
+        "--html",
+        str(tmp_path / "r.html"),
+        "--png",
+        str(tmp_path / "r.png"),
+    )
+    assert code == 0, err
+    assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "https://" not in (tmp_path / "r.html").read_text()

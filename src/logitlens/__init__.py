@@ -9,6 +9,7 @@ Example:
 from .architectures import ARCHITECTURES, Architecture, register_architecture
 from .errors import LogitLensError
 from .lens import LogitLens
+from .report import compare
 from .result import LensResult
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "LensResult",
     "LogitLens",
     "LogitLensError",
+    "compare",
     "register_architecture",
 ]
 __version__ = "0.1.0"

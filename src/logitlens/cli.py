@@ -2,6 +2,7 @@
 
     logitlens run "The Eiffel Tower is in the city of" --target " Paris"
     logitlens run --prompts-file prompts.txt --positions=-1 --json out.json
+    logitlens compare --model default --model ./my-finetune "The capital of France is" --html cmp.html
     echo "Hello" | logitlens run --prompts-file -
 
 Bad input exits with status 2 and one line on stderr saying what was wrong and how to fix it.
@@ -88,6 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="do not print the tables")
     _add_prompt_args(run)
     _add_model_args(run)
+
+    cmp = sub.add_parser("compare", help="run two or more models on one prompt and put them side by side")
+    cmp.add_argument("prompt", metavar="PROMPT", help="the prompt text")
+    cmp.add_argument(
+        "--model", action="append", required=True, help="a model ('default', HF id or path); repeat"
+    )
+    cmp.add_argument("--quiet", action="store_true", help="do not print the tables")
+    _add_prompt_args(cmp)
+    _add_model_args(cmp)
     return parser
 
 
@@ -165,6 +175,60 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def _cmd_compare(args) -> int:
+    prompts = _read_prompts(argparse.Namespace(prompts=[args.prompt], prompts_file=None))
+    targets = _parse_targets(args.target)
+    _check_common(args)
+    if len(args.model) < 2:
+        raise LogitLensError("compare needs at least two models: repeat --model")
+    if args.png:
+        raise LogitLensError("compare writes --html; --png draws one model (use `logitlens run --png`)")
+    results, names = [], []
+    for name in args.model:
+        lens = _load(name, args)
+        top_k = min(args.top_k, lens.decoder.vocab_size)
+        results.append(
+            lens.run(prompts, top_k=top_k, targets=targets, positions=args.positions, truncate=args.truncate)
+        )
+        names.append(lens.name)
+    if not args.quiet:
+        from rich.console import Console
+
+        from .terminal import render
+
+        console = Console()
+        for name, res in zip(names, results, strict=True):
+            console.rule(f"[bold]{name}")
+            console.print(render(res, 0))
+        console.print(_depth_table(names, results))
+    if args.html:
+        from .report import write_compare_html
+
+        print(f"wrote {write_compare_html(results, names, args.html)}", file=sys.stderr)
+    return 0
+
+
+def _depth_table(names, results):
+    """Where each model settles on its answer, on a shared relative-depth scale 0..1."""
+    from rich.table import Table
+
+    table = Table(title="final top-1 and where it settles (relative depth 0 = embeddings, 1 = output)")
+    for col in ("model", "rows", "final top-1", "p", "stays top-1 from row", "relative depth"):
+        table.add_column(col)
+    for name, res in zip(names, results, strict=True):
+        s = res.summary().iloc[0]
+        depth = res.row_names.index(s["first_stable_row"]) / max(1, res.n_rows - 1)
+        table.add_row(
+            name,
+            str(res.n_rows),
+            s["final_top1"],
+            f"{s['final_prob']:.3f}",
+            s["first_stable_row"],
+            f"{depth:.2f}",
+        )
+    return table
+
+
 def _write_outputs(res, args) -> None:
     written = []
     if getattr(args, "json", None):
@@ -207,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             warnings.simplefilter("default", UserWarning)
             warnings.showwarning = _one_line_warning
             _quiet_transformers()
-            return {"run": _cmd_run}[args.command](args)
+            return {"run": _cmd_run, "compare": _cmd_compare}[args.command](args)
     except LogitLensError as exc:
         print(f"logitlens: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

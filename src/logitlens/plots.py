@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from .errors import LogitLensError
+from .tokens import visible
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -64,11 +65,6 @@ class StatGrid:
     reverse: bool
     tickvals: list[float] | None = None
     ticktext: list[str] | None = None
-
-
-def visible(name: str) -> str:
-    """A target name as tokens are shown: spaces as ␣, newlines as ↵."""
-    return name.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥")
 
 
 def clip(text: str, width: int) -> str:

@@ -7,6 +7,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .result import LensResult
+from .tokens import visible
 
 
 def _cell_style(prob: float) -> str:
@@ -16,10 +17,6 @@ def _cell_style(prob: float) -> str:
     r = b = int(30 + 30 * p)
     fg = "black" if p > 0.55 else "white"
     return f"{fg} on rgb({r},{g},{b})"
-
-
-def _visible(name: str) -> str:
-    return name.replace(" ", "␣").replace("\n", "↵")
 
 
 def _clip(s: str, width: int) -> str:
@@ -64,7 +61,7 @@ def topk_table(result: LensResult, prompt: int = 0, position: int = -1, k: int |
     for i in range(k):
         table.add_column(f"#{i + 1}", no_wrap=True)
     for t in result.target_names:
-        table.add_column(f"p / rank {_visible(t)}", justify="right", no_wrap=True)
+        table.add_column(f"p / rank {visible(t)}", justify="right", no_wrap=True)
     for r, name in enumerate(result.row_names):
         cells = []
         for i in range(k):
@@ -95,7 +92,7 @@ def render(result: LensResult, prompt: int = 0, max_columns: int | None = None, 
     )
     for t, name in enumerate(result.target_names):
         first = result.first_row(target=t)[prompt]
-        line.append(f"  {_visible(name)} top-1 from row ", style="dim")
+        line.append(f"  {visible(name)} top-1 from row ", style="dim")
         line.append(str(first) if first is not None else "never", style="bold")
     k_fit = max(1, (console_width - 8 - 16 * len(result.target_names)) // 16)
     return Group(grid_table(result, prompt, max_columns), topk_table(result, prompt, k=min(k, k_fit)), line)

@@ -90,3 +90,8 @@ class TokenNamer:
 
     def many(self, ids) -> list[str]:
         return [self(i) for i in ids]
+
+
+def visible(name: str) -> str:
+    """A target name shown as tokens are: spaces as ␣, newlines as ↵, tabs as ⇥."""
+    return name.translate(_VISIBLE)
