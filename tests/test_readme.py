@@ -27,6 +27,22 @@ def test_quick_start_snippet_runs(tmp_path, monkeypatch):
     assert (tmp_path / "r.json").is_file()
 
 
-def test_architecture_snippet_is_valid_python():
-    block = next(b for b in python_blocks() if "register_architecture" in b)
-    compile(block, "README.md", "exec")
+def test_every_snippet_is_valid_python():
+    blocks = python_blocks()
+    assert len(blocks) >= 3
+    for block in blocks:
+        compile(block, "README.md", "exec")
+
+
+def test_snippet_names_exist():
+    """Every logitlens.X / res.X / lens.X the README mentions exists."""
+    import logitlens
+    from logitlens import LensResult, LogitLens
+
+    text = README.read_text()
+    for name in set(re.findall(r"logitlens\.(\w+)\(", text)) - {"report", "png"}:
+        assert hasattr(logitlens, name), name
+    for name in set(re.findall(r"\bres\.(\w+)\b(?!\")", text)):
+        assert hasattr(LensResult, name) or name in LensResult.__dataclass_fields__, name
+    for name in set(re.findall(r"\blens\.(\w+)\b(?!\")", text)):
+        assert hasattr(LogitLens, name) or name in ("model", "tokenizer"), name
