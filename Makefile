@@ -33,8 +33,31 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format src tests benchmarks
 	$(VENV)/bin/ruff check --fix src tests benchmarks
 
-bench: $(STAMP)
-	$(PY) benchmarks/bench_engine.py
+# Benchmarks (never part of `make test`): the engine against the straight recipe in the project venv, then
+# logitlens against nnsight, tuned-lens and the floor, each tool in its own process, all in one extra venv
+# with the project's torch and transformers. tuned-lens 0.2.0 goes in without its dependencies (wandb,
+# datasets, torchdata are for training) and breaks if transformer_lens is importable: keep it out.
+BENCH_VENV ?= .venv-bench
+BENCH_PY := $(BENCH_VENV)/bin/python
+BENCH_STAMP := $(BENCH_VENV)/.installed
+NNSIGHT ?= nnsight==0.8.1
+TUNED_LENS ?= tuned-lens==0.2.0
+BENCH_ARGS ?=
+
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	test -x $(BENCH_PY) || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_PY) -m pip install -q --upgrade pip
+	$(BENCH_PY) -m pip install -q $(TORCH)
+	$(BENCH_PY) -m pip install -q "transformers==$$($(PY) -c 'import transformers; print(transformers.__version__)')" $(NNSIGHT)
+	$(BENCH_PY) -m pip install -q --no-deps $(TUNED_LENS)
+	$(BENCH_PY) -m pip install -q safetensors numpy pandas rich plotly
+	$(BENCH_PY) -m pip install -q --no-deps -e .
+	$(BENCH_PY) -c "import importlib.util as u, sys; sys.exit('transformer_lens is importable: tuned-lens 0.2.0 breaks with it' if u.find_spec('transformer_lens') else 0)"
+	touch $(BENCH_STAMP)
+
+bench: $(STAMP) $(BENCH_STAMP)
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_engine.py
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_peers.py --venv $(BENCH_VENV) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info
