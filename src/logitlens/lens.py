@@ -321,7 +321,8 @@ class LogitLens:
             cells = [(b, j) for b, i in enumerate(batch) for j in range(len(cols[i]))]
             bi = torch.tensor([c[0] for c in cells])
             ji = torch.tensor([c[1] for c in cells])
-            flat = rows[bi.to(rows.device), :, ji.to(rows.device)]  # (M, R, d)
+            flat = rows[bi.to(rows.device), :, ji.to(rows.device)]  # (M, R, d), a copy
+            del rows  # hold the captured rows once, not twice, while decoding
             next_ids = torch.tensor(
                 [_next_id(ids[batch[b]], cols[batch[b]][j]) for b, j in cells], dtype=torch.long
             )
@@ -336,7 +337,7 @@ class LogitLens:
                 half_precision=half,
                 transform=transform,
             )
-            del rows, flat
+            del flat
             pi = torch.tensor([batch[b] for b, _ in cells])
             top_ids[pi, :, ji] = st.top_ids
             top_probs[pi, :, ji] = st.top_probs

@@ -81,7 +81,8 @@ def render(result: LensResult, prompt: int = 0, max_columns: int | None = None, 
     console_width = Console().width
     if max_columns is None:
         max_columns = max(3, (console_width - 8) // 10)
-    s = result.summary().iloc[prompt]
+    one = result.select(prompt)  # summarise this prompt only, not all of them for each prompt
+    s = one.summary().iloc[0]
     line = Text.assemble(
         ("final top-1 ", "dim"),
         (f"{s['final_top1']} ({s['final_prob']:.2f})", "bold"),
@@ -91,7 +92,7 @@ def render(result: LensResult, prompt: int = 0, max_columns: int | None = None, 
         (str(s["largest_kl_drop_row"]), "bold"),
     )
     for t, name in enumerate(result.target_names):
-        first = result.first_row(target=t)[prompt]
+        first = one.first_row(target=t)[0]
         line.append(f"  {visible(name)} top-1 from row ", style="dim")
         line.append(str(first) if first is not None else "never", style="bold")
     k_fit = max(1, (console_width - 8 - 16 * len(result.target_names)) // 16)
