@@ -157,9 +157,10 @@ def _reduce_chunk(
     ce = -logp.gather(-1, nxt.clamp_min(0).view(m, 1, 1).expand(m, n_rows, 1)).squeeze(-1)
     ce = torch.where((nxt >= 0).unsqueeze(-1), ce, torch.full_like(ce, float("nan")))
     p_final = p[:, -1:].clone()  # (m, 1, V) kept: p is overwritten next
-    entropy = -p.mul_(logp).sum(-1) * inv  # H_r = -sum p_r log p_r
+    valid = top_vals[..., 0].isfinite()  # (m, R) rows whose logits are not NaN / +inf
+    entropy = -_sum_products(p.mul_(logp), valid) * inv  # H_r = -sum p_r log p_r
     # KL(final || r) = sum_v p_f (log p_f - log p_r) = <p_f, log p_f> - <p_f, log p_r>
-    cross = logp.mul_(p_final).sum(-1) * inv[:, -1:]  # (m, R): <p_f, log p_r>
+    cross = _sum_products(logp.mul_(p_final), valid) * inv[:, -1:]  # (m, R): <p_f, log p_r>
     kl = (cross[:, -1:] - cross).clamp_min_(0.0)
     kl[:, -1] = 0.0
     agrees = top_ids[..., 0] == top_ids[:, -1:, 0]
@@ -174,6 +175,21 @@ def _reduce_chunk(
         target_probs=(torch.stack(t_probs, -1) if t_probs else empty_f).cpu(),
         target_ranks=(torch.stack(t_ranks, -1) if t_ranks else empty_f.long()).cpu(),
     )
+
+
+def _sum_products(prod: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Sums (m, R, V) -> (m, R) of products p * log q, with 0 * log 0 = 0.
+
+    A logit of -inf (a masked token) makes p = 0 and log p = -inf, whose product is NaN. Only rows whose
+    sum came out NaN although their logits are finite are summed again without those terms, so the usual
+    case costs nothing extra; a p > 0 against log q = -inf still gives -inf (an infinite KL), as it should.
+    """
+    total = prod.sum(-1)
+    redo = total.isnan() & valid
+    if redo.any():
+        bad = prod[redo]  # (n, V) copy of the affected rows only
+        total[redo] = torch.where(bad.isnan(), 0.0, bad).sum(-1)
+    return total
 
 
 @torch.inference_mode()
