@@ -156,3 +156,8 @@ def test_write_compare_html_is_offline(pair, tmp_path):
     assert_offline(text)
     assert "<td>small</td>" in text and "<td>deep</td>" in text and 'id="compare"' in text
     assert "<title>logitlens · small vs deep</title>" in text
+
+
+def test_write_compare_html_error_names_the_path(pair, tmp_path):
+    with pytest.raises(LogitLensError, match=r"cannot write the comparison to .*no.c\.html"):
+        write_compare_html(pair, ["small", "deep"], tmp_path / "no" / "c.html")

@@ -168,11 +168,16 @@ def write_html(result: LensResult, path: str | Path, title: str | None = None) -
     colouring statistic, top-k on hover), the targets' probability and rank across rows, and the KL to
     final / entropy curves. plotly.js is embedded; the page opens offline and loads nothing.
     """
+    return _write_page(path, report_html(result, title), "the HTML report")
+
+
+def _write_page(path: str | Path, text: str, what: str) -> Path:
+    """Write a page; a failure is one LogitLensError line naming ``what`` and the path."""
     path = Path(path)
     try:
-        path.write_text(report_html(result, title), encoding="utf-8")
+        path.write_text(text, encoding="utf-8")
     except OSError as exc:
-        raise LogitLensError(f"cannot write the HTML report to {path}: {exc.strerror or exc}") from None
+        raise LogitLensError(f"cannot write {what} to {path}: {exc.strerror or exc}") from None
     return path
 
 
@@ -514,9 +519,4 @@ def write_compare_html(
             ),
         ]
     )
-    path = Path(path)
-    try:
-        path.write_text(page(title, body), encoding="utf-8")
-    except OSError as exc:
-        raise LogitLensError(f"cannot write the comparison to {path}: {exc.strerror or exc}") from None
-    return path
+    return _write_page(path, page(title, body), "the comparison")
