@@ -132,6 +132,24 @@ def test_run_statistics_of_a_middle_row(name):
         assert torch.isnan(res.cross_entropy[p, r, t - 1])
 
 
+@pytest.mark.parametrize("name", ALL)
+def test_decoding_chunk_by_chunk_into_one_buffer_changes_nothing(name):
+    """A budget of one position per chunk: every chunk after the first decodes into the first's buffer
+    (``out=``: mm / addmm instead of F.linear), and the statistics stay those of one product."""
+    lens = lens_for(name)
+    with torch.inference_mode():
+        h = build(name)(torch.tensor([PROMPTS[0]]), output_hidden_states=True).hidden_states[1][0]  # (T, d)
+    buf = torch.full((h.shape[0], lens.decoder.vocab_size), float("nan"))
+    assert torch.equal(lens.decoder.logits(h, out=buf), lens.decoder.logits(h))
+    small = LogitLens(build(name), tokenizer=None, budget_bytes=1).run(PROMPTS, top_k=TOP_K)
+    res = run_result(name)
+    assert torch.equal(small.top_ids, res.top_ids)
+    for field in ("top_probs", "entropy", "kl_to_final", "cross_entropy"):
+        torch.testing.assert_close(
+            getattr(small, field), getattr(res, field), atol=1e-5, rtol=0, equal_nan=True
+        )
+
+
 # ---- (c) the self-check -----------------------------------------------------------------------------
 
 

@@ -133,7 +133,9 @@ def test_positions_select_and_cost_less(lens, monkeypatch):
     full = lens.run(PROMPTS, top_k=3)
     decoded = []
     real = lens.decoder.logits
-    monkeypatch.setattr(lens.decoder, "logits", lambda h: decoded.append(h.shape[0]) or real(h))
+    monkeypatch.setattr(
+        lens.decoder, "logits", lambda h, out=None: decoded.append(h.shape[0]) or real(h, out=out)
+    )
     last = lens.run(PROMPTS, top_k=3, positions=[-1])
     assert sum(decoded) == len(PROMPTS) * (lens.n_layers + 1)  # one vector per row per prompt
     assert last.top_ids.shape[2] == 1

@@ -29,7 +29,9 @@ def run(logits: torch.Tensor, top_k: int, next_ids: torch.Tensor, targets: list[
     flat = logits.reshape(m * r, -1)
     return decode_stats(
         rows,
-        lambda h: flat[h[:, 0].long()],
+        lambda h, out=None: (
+            flat[h[:, 0].long()] if out is None else torch.index_select(flat, 0, h[:, 0].long(), out=out)
+        ),
         vocab_size=logits.shape[-1],
         top_k=top_k,
         next_ids=next_ids,

@@ -259,13 +259,24 @@ class Decoder:
         return self.weight.dtype
 
     @torch.inference_mode()
-    def logits(self, h: torch.Tensor) -> torch.Tensor:
-        """(N, d) residual vectors -> (N, V) fp32 logits, exactly as the model decodes its last block."""
+    def logits(self, h: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, d) residual vectors -> (N, V) fp32 logits, exactly as the model decodes its last block.
+
+        ``out``: an (N, V) fp32 buffer on the weight's device to write into and return; reusing one across
+        chunks spares the page faults of a fresh large allocation per product.
+        """
         x = h.to(self.device).unsqueeze(0)  # (1, N, d): norms see the shape they were written for
         for mod in self.pre:
             x = mod(x)
-        out = F.linear(x[0], self.weight, self.bias)  # (N, V) in the model's dtype, like the model
-        out = out.float()
+        x = x[0]
+        if out is not None and self.weight.dtype == torch.float32 and x.dtype == torch.float32:
+            if self.bias is None:  # the same kernels F.linear calls, writing into the buffer
+                torch.mm(x, self.weight.t(), out=out)
+            else:
+                torch.addmm(self.bias, x, self.weight.t(), out=out)
+        else:
+            prod = F.linear(x, self.weight, self.bias)  # (N, V) in the model's dtype, like the model
+            out = prod.float() if out is None else out.copy_(prod)
         if self.scale is not None:
             out.mul_(self.scale)
         if self.divisor is not None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-DecodeFn = Callable[[torch.Tensor], torch.Tensor]  # (N, d) -> (N, V) fp32 logits
+DecodeFn = Callable[..., torch.Tensor]  # (N, d), out=(N, V) buffer or None -> (N, V) fp32 logits
 RowTransform = Callable[[int, torch.Tensor], torch.Tensor]  # (row index, (N, d)) -> (N, d)
 
 DEFAULT_BUDGET_BYTES = 512 * 2**20
@@ -77,10 +77,13 @@ def decode_stats(
     target_idx = [torch.as_tensor(list(t), dtype=torch.long) for t in targets]
     parts: list[Stats] = []
     scratch: torch.Tensor | None = None  # (sub, R, V) probabilities, reused
+    buffer: torch.Tensor | None = None  # (chunk * R, V) logits, reused by every chunk's product
     for start in range(0, m_total, chunk):
         h = _apply_transform(rows[start : start + chunk], transform)  # (m, R, d)
         m = h.shape[0]
-        logits = decode(h.reshape(m * n_rows, -1)).view(m, n_rows, -1)  # (m, R, V) fp32: ONE product
+        out = None if buffer is None else buffer[: m * n_rows]  # the first chunk is the largest
+        logits = decode(h.reshape(m * n_rows, -1), out=out).view(m, n_rows, -1)  # (m, R, V): ONE product
+        buffer = logits.view(m * n_rows, -1) if buffer is None else buffer
         vocab = logits.shape[-1]
         sub = max(1, REDUCE_BYTES // (n_rows * vocab * 4)) if logits.device.type == "cpu" else m
         if scratch is None or scratch.device != logits.device or scratch.shape[0] < min(sub, m):
@@ -89,7 +92,7 @@ def decode_stats(
             b = min(sub, m - s)  # positions reduced together
             nxt = next_ids[start + s : start + s + b]
             parts.append(_reduce_chunk(logits[s : s + b], top_k, nxt, target_idx, out=scratch[:b]))
-        del logits  # no view of it may outlive this line: the next product would double the peak
+        del logits  # the next product overwrites the buffer: nothing returned may be a view of it
     return Stats(*(torch.cat([getattr(p, f) for p in parts]) for f in Stats.__dataclass_fields__))
 
 
