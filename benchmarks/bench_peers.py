@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -205,6 +206,15 @@ def child(tool_name: str, mode: str, reps_small: int, reps_doc: int, case_second
         seconds, _ = common.timed(lambda: tool.run("full", inputs["doc"], targets))
         common.emit({"tool": tool_name, "rss_after_load_mb": after_load, "seconds": seconds})
         return
+    if mode == "profile":  # where the time goes: one warm full grid on the 8 prompts, torch.profiler
+        from torch.profiler import profile
+
+        tool.run("full", inputs["prompts"], targets)
+        with profile() as prof:
+            tool.run("full", inputs["prompts"], targets)
+        print(f"{tool_name}, full grid, 8 prompts x 10 tokens, ops by self CPU time:")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+        return
 
     common.init_probe()
     workloads = WORKLOADS + getattr(tool, "extra", [])
@@ -284,7 +294,14 @@ def main() -> int:
     )
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory children")
     parser.add_argument("--child", choices=TOOLS, help=argparse.SUPPRESS)
-    parser.add_argument("--mode", default="time", choices=["time", "memory"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--mode", default="time", choices=["time", "memory", "profile"], help=argparse.SUPPRESS
+    )
+    parser.add_argument(
+        "--profile",
+        choices=TOOLS,
+        help="print a torch.profiler table of TOOL's full grid (8 prompts) and stop",
+    )
     args = parser.parse_args()
     if args.child:
         child(args.child, args.mode, args.reps_small, args.reps_doc, args.case_seconds)
@@ -295,6 +312,10 @@ def main() -> int:
     venvs["nnsight"] = args.venv_nnsight or args.venv
     venvs["tunedlens"] = args.venv_tunedlens or args.venv
     env = {"LOGITLENS_BENCH_MODEL": common.model_path()}  # converted once, here
+    if args.profile:
+        cmd = [common.python_of(venvs[args.profile]), __file__, "--child", args.profile, "--mode", "profile"]
+        full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", **env}
+        return subprocess.run(cmd, env=full_env, cwd=common.ROOT).returncode
     print(f"bench_peers: {common.machine()}; model {env['LOGITLENS_BENCH_MODEL']}")
     REF_DIR.mkdir(parents=True, exist_ok=True)
     if "logitlens" in tools:
