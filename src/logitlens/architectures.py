@@ -41,33 +41,53 @@ class Architecture:
     logit_scale: str | None = None  # config attribute: logits *= value (Cohere)
     logit_divisor: str | None = None  # config attribute: logits /= value (Granite)
     softcap: str | None = None  # config attribute: logits = cap * tanh(logits / cap) (Gemma 2/3)
+    # Inside a block (paths relative to it):
+    attn: str | None = "self_attn"  # the attention module
+    mlp: str | None = "mlp"  # the MLP module
+    mid: str | None = None  # a module whose first input is the residual stream after attention, before the
+    # MLP ("attn" rows); None where the family has no such point (parallel attention and MLP)
+    parallel: bool = False  # attention and MLP read the same input (gpt-j, phi, cohere, ...): no "attn" row
+    # The final norm's description (for a component normalised with another vector's statistics); None =
+    # found at load time by matching the module's output against RMSNorm / LayerNorm with weight w or 1 + w.
+    norm: str | None = None  # "rms" | "layer"
+    norm_offset: float | None = None  # weight used as (offset + w): 1.0 for Gemma, 0.0 elsewhere
 
     def replace(self, **changes) -> Architecture:
         return dataclasses.replace(self, **changes)
 
 
-_GPT2 = Architecture(layers="transformer.h", final_norm="transformer.ln_f")
-_LLAMA = Architecture(layers="model.layers", final_norm="model.norm")
-_GEMMA2 = _LLAMA.replace(softcap="final_logit_softcapping")
+_GPT2 = Architecture(layers="transformer.h", final_norm="transformer.ln_f", attn="attn", mid="ln_2")
+_GPTJ = _GPT2.replace(mid=None, parallel=True)  # attention and MLP both read ln_1's output
+_LLAMA = Architecture(layers="model.layers", final_norm="model.norm", mid="post_attention_layernorm")
+_PARALLEL_LLAMA = _LLAMA.replace(mid=None, parallel=True)
+_GEMMA2 = _LLAMA.replace(softcap="final_logit_softcapping", mid="pre_feedforward_layernorm")
 
 # model_type -> Architecture. Families share entries; only the differences are spelled out.
 ARCHITECTURES: dict[str, Architecture] = {
     # GPT-2 style: transformer.h / transformer.ln_f / lm_head
     "gpt2": _GPT2,
-    "gptj": _GPT2,  # lm_head has a bias
+    "gptj": _GPTJ,  # lm_head has a bias
     "gpt_neo": _GPT2,
     "gpt_bigcode": _GPT2,
-    "codegen": _GPT2,
-    "bloom": _GPT2,
-    "falcon": _GPT2,
-    "mpt": Architecture(layers="transformer.blocks", final_norm="transformer.norm_f"),
-    "gpt_neox": Architecture(  # the unembedding is lm_head from transformers 5 on, embed_out before
-        layers="gpt_neox.layers", final_norm="gpt_neox.final_layer_norm", unembed="lm_head|embed_out"
+    "codegen": _GPTJ,
+    "bloom": _GPT2.replace(attn="self_attention", mid="post_attention_layernorm"),
+    # falcon: parallel or not by config (parallel_attn, new_decoder_architecture): no "attn" row
+    "falcon": _GPT2.replace(attn="self_attention", mid=None),
+    "mpt": Architecture(
+        layers="transformer.blocks", final_norm="transformer.norm_f", attn="attn", mlp="ffn", mid="norm_2"
     ),
-    "opt": Architecture(
+    "gpt_neox": Architecture(  # the unembedding is lm_head from transformers 5 on, embed_out before;
+        # parallel residual by default (use_parallel_residual): no "attn" row
+        layers="gpt_neox.layers",
+        final_norm="gpt_neox.final_layer_norm",
+        unembed="lm_head|embed_out",
+        attn="attention",
+    ),
+    "opt": Architecture(  # pre- or post-norm by config (do_layer_norm_before): no "attn" row
         layers="model.decoder.layers",
         final_norm="model.decoder.final_layer_norm",
         pre_unembed=("model.decoder.project_out",),
+        mlp=None,
     ),
     # Llama style: model.layers / model.norm / lm_head
     "llama": _LLAMA,
@@ -80,20 +100,29 @@ ARCHITECTURES: dict[str, Architecture] = {
     "gemma": _LLAMA,  # the (1 + weight) RMSNorm lives in the module itself
     "gemma2": _GEMMA2,
     "gemma3_text": _GEMMA2,
-    "phi": Architecture(layers="model.layers", final_norm="model.final_layernorm"),  # lm_head has a bias
+    "phi": Architecture(  # lm_head has a bias; parallel attention and MLP
+        layers="model.layers", final_norm="model.final_layernorm", parallel=True
+    ),
     "phi3": _LLAMA,
-    "stablelm": _LLAMA,
+    "stablelm": _LLAMA,  # sequential unless config.use_parallel_residual (then no "attn" row)
     "olmo": _LLAMA,  # parameter-free LayerNorm
-    "olmo2": _LLAMA,
+    "olmo2": _LLAMA.replace(mid="mlp"),  # norms after attention and MLP: the MLP reads the residual
     "olmoe": _LLAMA,
     "starcoder2": _LLAMA,
-    "cohere": _LLAMA.replace(logit_scale="logit_scale"),
-    "cohere2": _LLAMA.replace(logit_scale="logit_scale"),
+    "cohere": _PARALLEL_LLAMA.replace(logit_scale="logit_scale"),
+    "cohere2": _PARALLEL_LLAMA.replace(logit_scale="logit_scale"),
     "granite": _LLAMA.replace(logit_divisor="logits_scaling"),
     "granitemoe": _LLAMA.replace(logit_divisor="logits_scaling"),
     "smollm3": _LLAMA,
-    "exaone4": _LLAMA,
-    "internlm2": Architecture(layers="model.layers", final_norm="model.norm", unembed="output"),
+    "exaone4": _LLAMA.replace(mid=None),  # post-norm blocks, not covered by the tests
+    "internlm2": Architecture(
+        layers="model.layers",
+        final_norm="model.norm",
+        unembed="output",
+        attn="attention",
+        mlp="feed_forward",
+        mid="ffn_norm",
+    ),
 }
 
 # Discovery for families not in the table: the first path that exists wins.
@@ -189,6 +218,95 @@ def architecture_for(model: nn.Module) -> tuple[Architecture, str]:
     return discover_architecture(model), "discovered"
 
 
+_PARALLEL_FLAGS = ("use_parallel_residual", "parallel_attn", "parallel_residual")  # config switches
+
+
+@dataclass(frozen=True)
+class FinalNorm:
+    """The final norm as arithmetic: ``norm(x) = (x - mean) * scale(x) * (offset + weight) + bias``.
+
+    kind "rms": no centring, scale = 1 / sqrt(mean(x^2) + eps); kind "layer": centred,
+    scale = 1 / sqrt(var(x) + eps); "identity": no norm at all. ``apply(x, scale=s)`` normalises ``x``
+    with another vector's statistics (a residual component with the output row's scale: direct logit
+    attribution's frozen-norm linearisation).
+    """
+
+    kind: str
+    eps: float = 0.0
+    weight: torch.Tensor | None = None  # (d,)
+    bias: torch.Tensor | None = None  # (d,)
+    offset: float = 0.0
+
+    def centre(self, x: torch.Tensor) -> torch.Tensor:
+        return x - x.mean(-1, keepdim=True) if self.kind == "layer" else x
+
+    def scale(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., d) -> (..., 1) the factor the norm multiplies the (centred) vector by, in fp32."""
+        if self.kind == "identity":
+            return torch.ones_like(x[..., :1], dtype=torch.float32)
+        c = self.centre(x.float())
+        return torch.rsqrt(c.pow(2).mean(-1, keepdim=True) + self.eps)
+
+    def apply(self, x: torch.Tensor, scale: torch.Tensor | None = None, bias: bool = True) -> torch.Tensor:
+        """(..., d) -> (..., d) in fp32; ``scale`` (..., 1) overrides x's own; ``bias=False`` leaves it out."""
+        if self.kind == "identity":
+            return x.float()
+        y = self.centre(x.float()) * (self.scale(x) if scale is None else scale)
+        if self.weight is not None:
+            y = y * (self.offset + self.weight.float().to(y.device))
+        if bias and self.bias is not None:
+            y = y + self.bias.float().to(y.device)
+        return y
+
+
+def describe_norm(module: nn.Module | None, arch: Architecture, d_model: int) -> FinalNorm | None:
+    """The FinalNorm that reproduces ``module`` on a probe, or None when no description matches.
+
+    Tries RMSNorm and LayerNorm with weight w and 1 + w (or only the ones the Architecture names) and keeps
+    the first whose output equals the module's (relative 1e-5 in fp32): a description is never guessed.
+    """
+    if module is None:
+        return FinalNorm("identity")
+    weight = getattr(module, "weight", None)
+    bias = getattr(module, "bias", None)
+    weight = weight if isinstance(weight, torch.Tensor) and weight.dim() == 1 else None
+    bias = bias if isinstance(bias, torch.Tensor) and bias.dim() == 1 else None
+    eps = next(
+        (
+            float(v)
+            for a in ("variance_epsilon", "eps", "epsilon")
+            if isinstance(v := getattr(module, a, None), float | int)
+        ),
+        1e-5,
+    )
+    ref_param = weight if weight is not None else next(module.parameters(), None)
+    device = ref_param.device if ref_param is not None else torch.device("cpu")
+    dtype = ref_param.dtype if ref_param is not None else torch.float32
+    if device.type == "meta":
+        return None
+    g = torch.Generator().manual_seed(0)
+    d = weight.shape[0] if weight is not None else d_model
+    x = (torch.randn(4, d, generator=g) * 3 + 0.5).to(device=device, dtype=dtype)
+    try:
+        with torch.inference_mode():
+            want = module(x.unsqueeze(0))[0].float()
+    except Exception:  # noqa: BLE001 - a norm that cannot run on a probe has no description
+        return None
+    kinds = (arch.norm,) if arch.norm else ("rms", "layer")
+    offsets = (arch.norm_offset,) if arch.norm_offset is not None else (0.0, 1.0)
+    tol = (1e-5 if dtype == torch.float32 else 2e-2) * (1 + want.abs().max().item())
+    for kind in kinds:
+        for offset in offsets:
+            if weight is None and offset:
+                continue
+            cand = FinalNorm(kind, eps, weight, bias, offset)
+            with torch.inference_mode():
+                got = cand.apply(x)
+            if got.shape == want.shape and (got - want).abs().max().item() <= tol:
+                return cand
+    return None
+
+
 class Decoder:
     """The resolved modules of an Architecture: turns residual vectors into the model's logits.
 
@@ -218,9 +336,9 @@ class Decoder:
                 f"('{self.model_type}', ...) with the path of the blocks' ModuleList"
             )
         # Norm and pre-unembedding modules that are None in this checkpoint are skipped (OPT-350m).
-        chain = [arch.final_norm] if arch.final_norm else []
-        chain += list(arch.pre_unembed)
-        self.pre = [m for m in (need(p, "final norm / projection") for p in chain) if m is not None]
+        self.norm_module = need(arch.final_norm, "the final norm") if arch.final_norm else None
+        projections = [need(p, "a projection before the unembedding") for p in arch.pre_unembed]
+        self.pre = [m for m in (self.norm_module, *projections) if m is not None]
         unembed = need(arch.unembed, "the unembedding")
         weight = getattr(unembed, "weight", None)
         if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
@@ -241,6 +359,38 @@ class Decoder:
         self.scale = attr(arch.logit_scale)
         self.divisor = attr(arch.logit_divisor)
         self.softcap = attr(arch.softcap)
+        self.parallel = arch.parallel or any(getattr(text_cfg, f, False) is True for f in _PARALLEL_FLAGS)
+        self._model = model
+        self._final_norm: FinalNorm | None | bool = False  # resolved on first use
+
+    def block_module(self, index: int, path: str | None) -> nn.Module | None:
+        """The module at ``path`` inside block ``index``, or None when the path is None or missing."""
+        if path is None:
+            return None
+        mod = _get(self.layers[index], path)
+        return mod if isinstance(mod, nn.Module) else None
+
+    def mid_module(self, index: int) -> nn.Module:
+        """Block ``index``'s module whose first input is the residual after attention ("attn" rows)."""
+        mod = None if self.parallel else self.block_module(index, self.arch.mid)
+        if mod is None:
+            why = (
+                "its attention and MLP run in parallel, so there is no point between them"
+                if self.parallel or self.arch.mid is None
+                else f"block {index} has no module '{self.arch.mid}'"
+            )
+            raise LogitLensError(
+                f"model_type '{self.model_type}' has no 'attn' rows: {why}; run without sub-block rows or "
+                "give Architecture(mid=...) the module whose input is the residual stream after attention"
+            )
+        return mod
+
+    @property
+    def final_norm(self) -> FinalNorm | None:
+        """The final norm as arithmetic (``FinalNorm``), or None when no description reproduces it."""
+        if self._final_norm is False:
+            self._final_norm = describe_norm(self.norm_module, self.arch, self.weight.shape[1])
+        return self._final_norm  # type: ignore[return-value]
 
     @property
     def vocab_size(self) -> int:

@@ -8,7 +8,7 @@ capture rows at the requested positions -> chunked decode through the model's fi
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -17,11 +17,18 @@ import torch
 from torch import nn
 
 from .architectures import Architecture, Decoder, architecture_for, check_decoder
-from .capture import capture_rows, probe_forward
+from .backends import Backend, HookBackend
 from .errors import LogitLensError
-from .reduce import DEFAULT_BUDGET_BYTES, RowTransform, decode_logits, decode_stats
+from .lenses import FunctionLens, IdentityLens, Lens
+from .reduce import DEFAULT_BUDGET_BYTES, decode_logits, decode_stats
 from .result import LensResult
+from .rows import Row, default_rows
+from .stats import REGISTRY
 from .tokens import TokenNamer
+
+__all__ = ["DTYPES", "LogitLens", "Target"]
+
+RowTransform = Callable[[int, torch.Tensor], torch.Tensor]  # (row index, (N, d)) -> (N, d)
 
 DTYPES = {
     "float32": torch.float32,
@@ -68,6 +75,8 @@ class LogitLens:
         budget_bytes: int = DEFAULT_BUDGET_BYTES,
         batch_size: int = 8,
         name: str | None = None,
+        lens: Lens | None = None,
+        backend: Backend | None = None,
     ):
         if not hasattr(model, "config"):
             raise LogitLensError(
@@ -78,6 +87,10 @@ class LogitLens:
         self.name = name or getattr(model.config, "_name_or_path", None) or type(model).__name__
         self.arch, self.arch_source = (arch, "given") if arch is not None else architecture_for(model)
         self.decoder = Decoder(model, self.arch)
+        if lens is not None and not isinstance(lens, Lens):
+            raise LogitLensError(f"lens must be a logitlens.Lens, got {type(lens).__name__}")
+        self.lens: Lens = lens or IdentityLens()  # what is done to each row before decoding
+        self.backend: Backend = backend or HookBackend(model, self.decoder)
         self.budget_bytes = int(budget_bytes)
         self.batch_size = int(batch_size)
         self._namer = TokenNamer(tokenizer)
@@ -171,7 +184,7 @@ class LogitLens:
         vocab = self.decoder.vocab_size
         probe = (torch.arange(1, 9) * 7919) % min(vocab, getattr(self.model.config, "vocab_size", vocab))
         probe = probe.unsqueeze(0).to(self._input_device)  # (1, 8)
-        h_last, logits = probe_forward(self.model, self.decoder.layers, probe)
+        h_last, logits = self.backend.probe(probe)
         return check_decoder(self.decoder, h_last, logits)
 
     # ---- inputs -------------------------------------------------------------------------------------
@@ -276,7 +289,32 @@ class LogitLens:
         return (ids[0],)
 
     # ---- running ------------------------------------------------------------------------------------
-    def run(
+    def rows(self, include_subblocks: bool = False) -> list[Row]:
+        """The rows a run decodes: "embed", then each block's output (after its "attn" row when asked)."""
+        return default_rows(self.n_layers, include_subblocks)
+
+    def _lens_for(self, lens: Lens | None, transform: RowTransform | None) -> Lens:
+        if lens is not None and transform is not None:
+            raise LogitLensError("give either lens= or transform=, not both")
+        if transform is not None:
+            return FunctionLens(transform)
+        if lens is not None and not isinstance(lens, Lens):
+            raise LogitLensError(f"lens must be a logitlens.Lens, got {type(lens).__name__}")
+        return lens or self.lens
+
+    def run(self, prompts, **kwargs) -> LensResult:
+        """Decode every row at every (or the chosen) position of each prompt: ``iter_run``'s batches as one
+        LensResult, prompts in the order given. Arguments as ``iter_run``.
+
+        Example:
+            >>> res = lens.run(["The Eiffel Tower is in the city of"], top_k=5, targets=[" Paris"])
+        """
+        parts = list(self.iter_run(prompts, **kwargs))
+        res = parts[0] if len(parts) == 1 else LensResult.concat(parts)
+        order = sorted(range(res.n_prompts), key=res.prompt_index.__getitem__)
+        return res if order == list(range(res.n_prompts)) else res.select(order)
+
+    def iter_run(
         self,
         prompts,
         *,
@@ -287,42 +325,46 @@ class LogitLens:
         truncate: bool = False,
         batch_size: int | None = None,
         transform: RowTransform | None = None,
-    ) -> LensResult:
-        """Decode every row at every (or the chosen) position of each prompt.
+        lens: Lens | None = None,
+        include_subblocks: bool = False,
+    ) -> Iterator[LensResult]:
+        """Yield one LensResult per batch as it finishes (prompts of similar length share a batch).
 
         prompts: str | list[str] | list[list[int]] | LongTensor (B, T) with ``attention_mask`` (either
         padding side). positions: indices into each prompt (negative count from its end), e.g. [-1].
-        targets: see ``targets()``. Returns a LensResult (shapes in its docstring).
+        targets: see ``targets()``. lens: a ``Lens`` for this run (default: this object's, the logit lens);
+        transform: a function (row index, (N, d)) -> (N, d) applied to every row but the output row.
+        include_subblocks: add each block's "attn" row (after attention, before the MLP). Each result's
+        ``prompt_index`` says which input prompts it holds.
         """
         vocab = self.decoder.vocab_size
         if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= vocab:
             raise LogitLensError(
                 f"top_k must be an integer from 1 to the vocabulary size {vocab}, got {top_k}"
             )
+        bs = self.batch_size if batch_size is None else batch_size
+        if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
+            raise LogitLensError(f"batch_size must be a positive integer, got {bs!r}")
+        use = self._lens_for(lens, transform)
+        rows = self.rows(include_subblocks)
+        if include_subblocks:
+            self.decoder.mid_module(0)  # one clear line for families without "attn" rows, before any work
         ids, texts = self.encode(prompts, attention_mask)
         ids = self._check_ids(ids, truncate)
         tgts = self.targets(targets)
         cols = _resolve_positions(ids, positions)  # per prompt: input position of each column
-        n, n_rows, n_cols = len(ids), self.n_layers + 1, max(len(c) for c in cols)
-
-        top_ids = torch.full((n, n_rows, n_cols, top_k), -1, dtype=torch.long)
-        top_probs = torch.full((n, n_rows, n_cols, top_k), float("nan"))
-        scalars = {k: torch.full((n, n_rows, n_cols), float("nan")) for k in ("entropy", "kl", "ce")}
-        agrees = torch.zeros((n, n_rows, n_cols), dtype=torch.bool)
-        t_probs = torch.full((n, n_rows, n_cols, len(tgts)), float("nan"))
-        t_ranks = torch.full((n, n_rows, n_cols, len(tgts)), -1, dtype=torch.long)
-
-        order = sorted(range(n), key=lambda i: -len(ids[i]))  # similar lengths share a batch
-        bs = int(batch_size or self.batch_size)
+        chunk_fn = use.chunk_transform(rows, output_row=len(rows) - 1)
         half = self.decoder.dtype in (torch.float16, torch.bfloat16)
-        for start in range(0, n, bs):
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # similar lengths share a batch
+        meta = self._meta(top_k, use)
+        for start in range(0, len(ids), bs):
             batch = order[start : start + bs]
-            rows = self._capture(batch, ids, cols)  # (B, R, P, d)
+            captured = self._capture(batch, ids, cols, rows)  # (B, R, P, d)
             cells = [(b, j) for b, i in enumerate(batch) for j in range(len(cols[i]))]
-            bi = torch.tensor([c[0] for c in cells])
-            ji = torch.tensor([c[1] for c in cells])
-            flat = rows[bi.to(rows.device), :, ji.to(rows.device)]  # (M, R, d), a copy
-            del rows  # hold the captured rows once, not twice, while decoding
+            bi = torch.tensor([c[0] for c in cells], device=captured.device)
+            ji = torch.tensor([c[1] for c in cells], device=captured.device)
+            flat = captured[bi, :, ji]  # (M, R, d), a copy
+            del captured  # hold the captured rows once, not twice, while decoding
             next_ids = torch.tensor(
                 [_next_id(ids[batch[b]], cols[batch[b]][j]) for b, j in cells], dtype=torch.long
             )
@@ -335,59 +377,61 @@ class LogitLens:
                 targets=[t.ids for t in tgts],
                 budget_bytes=self.budget_bytes,
                 half_precision=half,
-                transform=transform,
+                transform=chunk_fn,
             )
             del flat
-            pi = torch.tensor([batch[b] for b, _ in cells])
-            top_ids[pi, :, ji] = st.top_ids
-            top_probs[pi, :, ji] = st.top_probs
-            scalars["entropy"][pi, :, ji] = st.entropy
-            scalars["kl"][pi, :, ji] = st.kl_to_final
-            scalars["ce"][pi, :, ji] = st.cross_entropy
-            agrees[pi, :, ji] = st.agrees_with_final
-            t_probs[pi, :, ji] = st.target_probs
-            t_ranks[pi, :, ji] = st.target_ranks
+            yield self._batch_result(batch, ids, texts, cols, cells, st, rows, tgts, meta)
 
-        positions_t = torch.full((n, n_cols), -1, dtype=torch.long)
-        for i, c in enumerate(cols):
-            positions_t[i, : len(c)] = torch.tensor(c)
-        mentioned = set(top_ids[top_ids >= 0].unique().tolist())
-        mentioned.update(i for seq in ids for i in seq)
-        mentioned.update(i for t in tgts for i in t.ids)
+    def _batch_result(self, batch, ids, texts, cols, cells, st, rows, tgts, meta) -> LensResult:
+        """Scatter one batch's (M, R, ...) statistics into (B, R, P, ...) tensors and wrap them."""
+        n, n_rows, n_cols = len(batch), len(rows), max(len(cols[i]) for i in batch)
+        bi = torch.tensor([c[0] for c in cells])
+        ji = torch.tensor([c[1] for c in cells])
+        stats = {}
+        for name, value in st.items():
+            stat = REGISTRY[name]
+            full = torch.full((n, n_rows, n_cols, *value.shape[2:]), stat.fill, dtype=stat.dtype)
+            full[bi, :, ji] = value
+            stats[name] = full
+        positions = torch.full((n, n_cols), -1, dtype=torch.long)
+        for b, i in enumerate(batch):
+            positions[b, : len(cols[i])] = torch.tensor(cols[i])
+        seqs = [ids[i] for i in batch]
+        mentioned = set(stats["top_ids"][stats["top_ids"] >= 0].unique().tolist())
+        mentioned.update(t for seq in seqs for t in seq)
+        mentioned.update(t for tgt in tgts for t in tgt.ids)
         return LensResult(
-            top_ids=top_ids,
-            top_probs=top_probs,
-            entropy=scalars["entropy"],
-            kl_to_final=scalars["kl"],
-            cross_entropy=scalars["ce"],
-            agrees_with_final=agrees,
-            target_probs=t_probs,
-            target_ranks=t_ranks,
-            positions=positions_t,
-            row_names=self.row_names,
-            tokens=[self._namer.many(seq) for seq in ids],
-            input_ids=ids,
+            stats=stats,
+            positions=positions,
+            rows=rows,
+            row_names=[r.name for r in rows],
+            tokens=[self._namer.many(seq) for seq in seqs],
+            input_ids=seqs,
             vocab={i: self._namer(i) for i in sorted(mentioned)},
             target_names=[t.name for t in tgts],
             target_ids=[list(t.ids) for t in tgts],
-            prompts=texts,
-            meta=self._meta(top_k),
+            prompts=[texts[i] for i in batch],
+            prompt_index=list(batch),
+            meta=meta,
         )
 
-    def _meta(self, top_k: int) -> dict:
+    def _meta(self, top_k: int, lens: Lens | None = None) -> dict:
         return {
             "model": self.name,
             "model_type": self.decoder.model_type,
             "n_layers": self.n_layers,
             "vocab_size": self.decoder.vocab_size,
             "dtype": str(self.decoder.dtype).removeprefix("torch."),
-            "lens": "logit",
+            "lens": (lens or self.lens).name,
+            "backend": self.backend.name,
             "top_k": top_k,
             "arch_source": self.arch_source,
             "logitlens_version": _version(),
         }
 
-    def _capture(self, batch: list[int], ids: list[list[int]], cols: list[list[int]]) -> torch.Tensor:
+    def _capture(
+        self, batch: list[int], ids: list[list[int]], cols: list[list[int]], rows: Sequence[Row]
+    ) -> torch.Tensor:
         """Right-padded forward of some prompts; (B, R, P, d) residual rows at their columns."""
         dev = self._input_device
         t_max = max(len(ids[i]) for i in batch)
@@ -399,17 +443,26 @@ class LogitLens:
             input_ids[b, : len(ids[i])] = torch.tensor(ids[i])
             mask[b, : len(ids[i])] = 1
             gather[b, : len(cols[i])] = torch.tensor(cols[i])
-        return capture_rows(self.model, self.decoder.layers, input_ids.to(dev), mask.to(dev), gather.to(dev))
+        return self.backend.capture(input_ids.to(dev), mask.to(dev), gather.to(dev), rows)
 
-    def layer_logits(self, prompt, *, transform: RowTransform | None = None) -> torch.Tensor:
+    def layer_logits(
+        self,
+        prompt,
+        *,
+        transform: RowTransform | None = None,
+        lens: Lens | None = None,
+        include_subblocks: bool = False,
+    ) -> torch.Tensor:
         """Raw fp32 logits of every row for one prompt: (rows, positions, vocab). Opt-in: holds it all."""
         ids, _ = self.encode(prompt)
         if len(ids) != 1:
             raise LogitLensError(f"layer_logits takes one prompt, got {len(ids)}")
         ids = self._check_ids(ids, truncate=False)
         cols = [list(range(len(ids[0])))]
-        rows = self._capture([0], ids, cols)[0]  # (R, T, d)
-        return decode_logits(rows.transpose(0, 1), self.decoder.logits, transform)
+        rows = self.rows(include_subblocks)
+        captured = self._capture([0], ids, cols, rows)[0]  # (R, T, d)
+        fn = self._lens_for(lens, transform).chunk_transform(rows, output_row=len(rows) - 1)
+        return decode_logits(captured.transpose(0, 1), self.decoder.logits, fn)
 
 
 def _parse_dtype(dtype) -> torch.dtype | str:

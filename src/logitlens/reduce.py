@@ -2,9 +2,17 @@
 
 The full ``[rows x positions x vocab]`` tensor is never held: positions are decoded in chunks, all rows of
 a chunk in ONE matrix product, and each chunk is reduced at once (on CPU: in cache-sized blocks of
-positions) to top-k, entropy, KL to the final row, cross-entropy against the next token and target
-probabilities/ranks. The chunk size follows a memory budget for the intermediate tensors
+positions) to every statistic of the registry (``stats.py``): top-k, entropy, KL to the final row,
+cross-entropy against the next token, the final top-1's probability, target probabilities/ranks, and any
+registered statistic. The chunk size follows a memory budget for the intermediate tensors
 (``budget_bytes``).
+
+Two reductions compute the same numbers:
+- ``decode_stats`` / ``_reduce_chunk``: the local fast path (reused buffers, in-place passes over
+  cache-sized blocks, a two-level top-k on CPU);
+- ``reduce_logits``: a functional path in plain torch (no ``out=`` buffers, no in-place updates of its
+  inputs, no branch on a tensor's value, no host transfer), the form that can run inside a remote trace.
+  Tests hold the two equal.
 
 Conventions (all in nats): entropy H(p_r); ``kl_to_final`` KL(p_final || p_r); ``cross_entropy``
 -log p_r(next token); ``target_ranks`` 1 = the most probable token (for a set of tokens, the best one).
@@ -14,12 +22,22 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import torch
 
+from .stats import REGISTRY, Reduction, extra_statistics
+
+__all__ = [
+    "DEFAULT_BUDGET_BYTES",
+    "Stats",
+    "chunk_size",
+    "decode_logits",
+    "decode_stats",
+    "reduce_logits",
+]
+
 DecodeFn = Callable[..., torch.Tensor]  # (N, d), out=(N, V) buffer or None -> (N, V) fp32 logits
-RowTransform = Callable[[int, torch.Tensor], torch.Tensor]  # (row index, (N, d)) -> (N, d)
+ChunkTransform = Callable[[torch.Tensor], torch.Tensor]  # (m, R, d) -> (m, R, d): a lens's translators
 
 DEFAULT_BUDGET_BYTES = 512 * 2**20
 # On CPU a decoded chunk is reduced in blocks of about this many bytes of fp32 logits, so that every pass of
@@ -27,18 +45,17 @@ DEFAULT_BUDGET_BYTES = 512 * 2**20
 REDUCE_BYTES = 8 * 2**20
 
 
-@dataclass
-class Stats:
-    """Statistics for R rows x M decoded vectors (one vector = one (prompt, position))."""
+class Stats(dict):
+    """Statistic name -> tensor for M decoded vectors x R rows: (M, R), (M, R, k) or (M, R, T).
 
-    top_ids: torch.Tensor  # (M, R, k) int64
-    top_probs: torch.Tensor  # (M, R, k) fp32
-    entropy: torch.Tensor  # (M, R)
-    kl_to_final: torch.Tensor  # (M, R)
-    cross_entropy: torch.Tensor  # (M, R), NaN where there is no next token
-    agrees_with_final: torch.Tensor  # (M, R) bool: top-1 equals the final row's top-1
-    target_probs: torch.Tensor  # (M, R, T)
-    target_ranks: torch.Tensor  # (M, R, T) int64
+    Also readable as attributes (``stats.entropy``).
+    """
+
+    def __getattr__(self, name: str) -> torch.Tensor:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
 
 
 def chunk_size(n_rows: int, vocab: int, budget_bytes: int, half_precision: bool) -> int:
@@ -46,13 +63,6 @@ def chunk_size(n_rows: int, vocab: int, budget_bytes: int, half_precision: bool)
     a cache-sized block of them), the half-precision product."""
     per_vector = vocab * (4 + 4 + (2 if half_precision else 0))
     return max(1, budget_bytes // max(1, n_rows * per_vector))
-
-
-def _apply_transform(h: torch.Tensor, transform: RowTransform | None) -> torch.Tensor:
-    """h: (m, R, d); applies the per-row translator (tuned lens) to each row."""
-    if transform is None:
-        return h
-    return torch.stack([transform(r, h[:, r]) for r in range(h.shape[1])], dim=1)
 
 
 @torch.inference_mode()
@@ -66,11 +76,12 @@ def decode_stats(
     targets: Sequence[Sequence[int]] = (),
     budget_bytes: int = DEFAULT_BUDGET_BYTES,
     half_precision: bool = False,
-    transform: RowTransform | None = None,
+    transform: ChunkTransform | None = None,
 ) -> Stats:
     """Decode ``rows`` (M, R, d) and reduce to Stats; the last row is the reference for KL/agreement.
 
     next_ids: (M,) the actual next token of each vector's position, -1 where there is none.
+    transform: applied to each chunk of rows (m, R, d) before decoding (a lens's translators).
     """
     m_total, n_rows, _ = rows.shape
     chunk = chunk_size(n_rows, vocab_size, budget_bytes, half_precision)
@@ -79,7 +90,8 @@ def decode_stats(
     scratch: torch.Tensor | None = None  # (sub, R, V) probabilities, reused
     buffer: torch.Tensor | None = None  # (chunk * R, V) logits, reused by every chunk's product
     for start in range(0, m_total, chunk):
-        h = _apply_transform(rows[start : start + chunk], transform)  # (m, R, d)
+        h = rows[start : start + chunk]  # (m, R, d)
+        h = h if transform is None else transform(h)
         m = h.shape[0]
         out = None if buffer is None else buffer[: m * n_rows]  # the first chunk is the largest
         logits = decode(h.reshape(m * n_rows, -1), out=out).view(m, n_rows, -1)  # (m, R, V): ONE product
@@ -93,7 +105,7 @@ def decode_stats(
             nxt = next_ids[start + s : start + s + b]
             parts.append(_reduce_chunk(logits[s : s + b], top_k, nxt, target_idx, out=scratch[:b]))
         del logits  # the next product overwrites the buffer: nothing returned may be a view of it
-    return Stats(*(torch.cat([getattr(p, f) for p in parts]) for f in Stats.__dataclass_fields__))
+    return Stats({name: torch.cat([p[name] for p in parts]) for name in parts[0]})
 
 
 @functools.cache
@@ -156,9 +168,12 @@ def _reduce_chunk(
     inv = total.reciprocal()[..., 0]  # (m, R): p / total is the exact distribution
     top_probs = (top_vals - lse).exp_()
     t_probs = [p.index_select(-1, ids.to(dev)).sum(-1) * inv for ids in targets]  # summed mass of a set
+    final_top1 = top_ids[:, -1:, :1].expand(m, n_rows, 1)  # (m, R, 1) the final row's top-1
+    final_probs = logp.gather(-1, final_top1).squeeze(-1).exp()
     nxt = next_ids.to(dev)
     ce = -logp.gather(-1, nxt.clamp_min(0).view(m, 1, 1).expand(m, n_rows, 1)).squeeze(-1)
     ce = torch.where((nxt >= 0).unsqueeze(-1), ce, torch.full_like(ce, float("nan")))
+    extras = _extras(Reduction(logp=logp, probs=p, top_ids=top_ids, next_ids=nxt, targets=targets))
     p_final = p[:, -1:].clone()  # (m, 1, V) kept: p is overwritten next
     valid = top_vals[..., 0].isfinite()  # (m, R) rows whose logits are not NaN / +inf
     entropy = -_sum_products(p.mul_(logp), valid) * inv  # H_r = -sum p_r log p_r
@@ -167,17 +182,83 @@ def _reduce_chunk(
     kl = (cross[:, -1:] - cross).clamp_min_(0.0)
     kl[:, -1] = 0.0
     agrees = top_ids[..., 0] == top_ids[:, -1:, 0]
-    empty_f = torch.zeros(m, n_rows, 0, device=dev)
-    return Stats(
-        top_ids=top_ids.cpu(),
-        top_probs=top_probs.cpu(),
-        entropy=entropy.cpu(),
-        kl_to_final=kl.cpu(),
-        cross_entropy=ce.cpu(),
-        agrees_with_final=agrees.cpu(),
-        target_probs=(torch.stack(t_probs, -1) if t_probs else empty_f).cpu(),
-        target_ranks=(torch.stack(t_ranks, -1) if t_ranks else empty_f.long()).cpu(),
+    return _stats(
+        top_ids, top_probs, final_probs, entropy, kl, ce, agrees, t_probs, t_ranks, extras, m, n_rows, dev
     )
+
+
+def _extras(ctx: Reduction) -> dict[str, torch.Tensor]:
+    """The registered statistics beyond the built-ins, each from its own ``compute``."""
+    return {stat.name: stat.compute(ctx).float() for stat in extra_statistics() if stat.compute is not None}
+
+
+def _stats(
+    top_ids, top_probs, final_probs, entropy, kl, ce, agrees, t_probs, t_ranks, extras, m, n_rows, dev
+):
+    """The built-ins and extras of one chunk as Stats on the CPU, in the registry's dtypes."""
+    empty_f = torch.zeros(m, n_rows, 0, device=dev)
+    out = Stats(
+        top_ids=top_ids,
+        top_probs=top_probs,
+        final_probs=final_probs,
+        entropy=entropy,
+        kl_to_final=kl,
+        cross_entropy=ce,
+        agrees_with_final=agrees,
+        target_probs=torch.stack(t_probs, -1) if t_probs else empty_f,
+        target_ranks=torch.stack(t_ranks, -1) if t_ranks else empty_f.long(),
+        **extras,
+    )
+    return Stats({k: v.to(REGISTRY[k].dtype).cpu() if k in REGISTRY else v.cpu() for k, v in out.items()})
+
+
+def reduce_logits(
+    logits: torch.Tensor, top_k: int, next_ids: torch.Tensor, targets: Sequence[torch.Tensor] = ()
+) -> dict[str, torch.Tensor]:
+    """The functional reduction: (m, R, V) logits -> every statistic, in plain torch, on their device.
+
+    Nothing is written into the inputs, no ``out=`` buffer is used, no branch depends on a tensor's
+    value and nothing moves to the host, so the same code runs inside a remote trace. Sums over the
+    vocabulary accumulate in float64. The last row is the reference for KL and agreement.
+    """
+    m, n_rows, _ = logits.shape
+    x = logits.float()
+    logp = torch.log_softmax(x, -1)  # (m, R, V)
+    p = logp.exp()
+    top_logp, top_ids = logp.topk(top_k, dim=-1)  # (m, R, k)
+    entropy = -torch.special.xlogy(p, p).sum(-1, dtype=torch.float64)
+    p_f = p[:, -1:]  # (m, 1, V)
+    cross = torch.where(p_f > 0, p_f * logp, torch.zeros_like(logp)).sum(-1, dtype=torch.float64)
+    kl = (cross[:, -1:] - cross).clamp_min(0.0)
+    kl = torch.cat([kl[:, :-1], torch.zeros_like(kl[:, -1:])], 1)
+    final_top1 = top_ids[:, -1:, :1].expand(m, n_rows, 1)
+    final_probs = logp.gather(-1, final_top1).squeeze(-1).exp()
+    nxt = next_ids.to(x.device)
+    ce = -logp.gather(-1, nxt.clamp_min(0).view(m, 1, 1).expand(m, n_rows, 1)).squeeze(-1)
+    ce = torch.where((nxt >= 0).unsqueeze(-1), ce, torch.full_like(ce, float("nan")))
+    t_probs, t_ranks = [], []
+    for ids in targets:
+        ids = ids.to(x.device)
+        t_probs.append(p.index_select(-1, ids).sum(-1))
+        best = x.index_select(-1, ids).amax(-1, keepdim=True)
+        t_ranks.append((x > best).sum(-1) + 1)
+    empty = torch.zeros(m, n_rows, 0, device=x.device)
+    out = {
+        "top_ids": top_ids,
+        "top_probs": top_logp.exp(),
+        "final_probs": final_probs,
+        "entropy": entropy.float(),
+        "kl_to_final": kl.float(),
+        "cross_entropy": ce,
+        "agrees_with_final": top_ids[..., 0] == top_ids[:, -1:, 0],
+        "target_probs": torch.stack(t_probs, -1) if t_probs else empty,
+        "target_ranks": torch.stack(t_ranks, -1) if t_ranks else empty.long(),
+    }
+    ctx = Reduction(logp=logp, probs=p, top_ids=top_ids, next_ids=nxt, targets=list(targets))
+    for stat in extra_statistics():
+        if stat.compute is not None:
+            out[stat.name] = stat.compute(ctx).float()
+    return out
 
 
 def _sum_products(prod: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -199,10 +280,10 @@ def _sum_products(prod: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 def decode_logits(
     rows: torch.Tensor,
     decode: DecodeFn,
-    transform: RowTransform | None = None,
+    transform: ChunkTransform | None = None,
 ) -> torch.Tensor:
     """Raw fp32 logits for every row: rows (M, R, d) -> (R, M, V). Opt-in: this holds the full tensor."""
-    h = _apply_transform(rows, transform)
-    m, n_rows, _ = h.shape
+    h = rows if transform is None else transform(rows)
+    n_rows = h.shape[1]
     out = [decode(h[:, r]).cpu() for r in range(n_rows)]  # each (M, V)
     return torch.stack(out)

@@ -1,80 +1,136 @@
-"""LensResult: the statistics of one lens run, with documented shapes, summaries, export and save/load.
+"""LensResult: the statistics of one lens run, with documented shapes, summaries, columnar export and
+save/load.
 
-Shapes use N prompts, R rows (``row_names``: "embed", "0", ..., "L-1"), P decoded positions (the longest
-prompt's, or the number asked for with ``positions=``), k top tokens and T targets. Cells that do not exist
-(positions past a shorter prompt's end) hold NaN in float tensors, -1 in id and rank tensors, False in
-boolean ones; ``positions`` says which input position each column is for each prompt.
+Shapes use N prompts, R rows (``rows``: embed, then each block's output, names in ``row_names``), P
+decoded positions (the longest prompt's, or the number asked for with ``positions=``), k top tokens and T
+targets. Every statistic of the registry (``logitlens.stats``) is an attribute of the same name: (N, R, P),
+then (k,) for the top-k ones and (T,) for the per-target ones. Cells that do not exist (positions past a
+shorter prompt's end) hold the statistic's fill value (NaN, -1 or False); ``positions`` says which input
+position each column is for each prompt.
 
-The JSON written by ``save`` is versioned (``meta.version``) and read by ``load`` and by the web viewer.
+``save`` picks the format by suffix: ``.json`` (the versioned schema, ``meta.version`` 2, tensors as
+base64 little-endian arrays; version 1 files still load) or ``.parquet`` (the long table of
+``to_arrow``, with everything else in the file's schema metadata).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import math
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .errors import LogitLensError
+from .rows import Row, parse_row_name
+from .stats import REGISTRY, get_statistic
+
+__all__ = ["FORMAT", "VERSION", "LensResult"]
 
 FORMAT = "logitlens.result"
-VERSION = 1
-
-_TENSORS = {  # name -> dtype when loading
-    "top_ids": torch.long,
-    "top_probs": torch.float32,
-    "entropy": torch.float32,
-    "kl_to_final": torch.float32,
-    "cross_entropy": torch.float32,
-    "agrees_with_final": torch.bool,
-    "target_probs": torch.float32,
-    "target_ranks": torch.long,
-    "positions": torch.long,
-}
+VERSION = 2
+_PARQUET_KEY = b"logitlens"
+_WIRE = {torch.float32: "float32", torch.long: "int32", torch.bool: "uint8"}  # tensor dtype -> JSON dtype
+_NUMPY = {"float32": np.float32, "int32": np.int32, "uint8": np.uint8, "int64": np.int64}
+_META_FIELDS = ("row_names", "tokens", "input_ids", "target_names", "target_ids", "prompts")
+# prompt_index is read separately: version 1 files have none (it is then 0..N-1)
 
 
-@dataclass
 class LensResult:
     """What every row predicts at every decoded position of every prompt.
 
     Attributes (shapes):
         top_ids, top_probs: (N, R, P, k) the k most probable tokens and their probabilities
+        final_probs: (N, R, P) probability of the final row's top-1 token
         entropy: (N, R, P) entropy of each row's distribution, nats
         kl_to_final: (N, R, P) KL(final || row), nats; 0 on the last row
         cross_entropy: (N, R, P) -log p(actual next token), nats; NaN at a prompt's last token
         agrees_with_final: (N, R, P) bool, top-1 equals the final row's top-1
         target_probs, target_ranks: (N, R, P, T) probability (summed over a target's token set) and rank
             (1 = most probable; for a set, its best token) of each target
+        any registered statistic: by its name
         positions: (N, P) input position of each column (-1 where a prompt has none)
-        row_names: R names; tokens: readable input tokens of each prompt (all positions)
-        input_ids: the token ids of each prompt; vocab: readable strings of every id the result mentions
+        rows: R ``Row`` specs (layer, site); row_names: their names; tokens: readable input tokens of each
+        prompt (all positions); input_ids: the token ids of each prompt; vocab: readable strings of every
+        id the result mentions; meta: model, lens, dtype, ...
     """
 
-    top_ids: torch.Tensor
-    top_probs: torch.Tensor
-    entropy: torch.Tensor
-    kl_to_final: torch.Tensor
-    cross_entropy: torch.Tensor
-    agrees_with_final: torch.Tensor
-    target_probs: torch.Tensor
-    target_ranks: torch.Tensor
-    positions: torch.Tensor
-    row_names: list[str]
-    tokens: list[list[str]]
-    input_ids: list[list[int]]
-    vocab: dict[int, str]
-    target_names: list[str] = field(default_factory=list)
-    target_ids: list[list[int]] = field(default_factory=list)
-    prompts: list[str | None] = field(default_factory=list)
-    meta: dict[str, Any] = field(default_factory=dict)
+    def __init__(
+        self,
+        *,
+        positions: torch.Tensor,
+        row_names: Sequence[str],
+        tokens: list[list[str]],
+        input_ids: list[list[int]],
+        vocab: dict[int, str],
+        target_names: Sequence[str] | None = None,
+        target_ids: Sequence[Sequence[int]] | None = None,
+        prompts: Sequence[str | None] | None = None,
+        meta: dict[str, Any] | None = None,
+        rows: Sequence[Row] | None = None,
+        prompt_index: Sequence[int] | None = None,
+        stats: dict[str, torch.Tensor] | None = None,
+        **tensors: torch.Tensor,
+    ):
+        self.positions = positions
+        self.row_names = list(row_names)
+        self.rows = list(rows) if rows is not None else [parse_row_name(n) for n in self.row_names]
+        if [r.name for r in self.rows] != self.row_names:
+            raise LogitLensError("rows and row_names disagree: give rows whose names are row_names")
+        self.tokens = tokens
+        self.input_ids = input_ids
+        self.vocab = dict(vocab)
+        self.target_names = list(target_names or [])
+        self.target_ids = [list(t) for t in (target_ids or [])]
+        self.prompts = list(prompts or [])
+        self.meta = dict(meta or {})
+        n = positions.shape[0]
+        self.prompt_index = list(range(n)) if prompt_index is None else [int(i) for i in prompt_index]
+        if len(self.prompt_index) != n:
+            raise LogitLensError(f"prompt_index has {len(self.prompt_index)} entries for {n} prompts")
+        data = dict(stats or {})
+        for name, value in tensors.items():
+            if name not in REGISTRY:
+                raise LogitLensError(
+                    f"LensResult got an unknown field {name!r}; statistics are: {', '.join(REGISTRY)}"
+                )
+            data[name] = value
+        self.stats: dict[str, torch.Tensor] = data
+        self._complete()
+
+    def _complete(self) -> None:
+        """Fill statistics a hand-made or older result lacks: final_probs from the top-k, the rest empty."""
+        data = self.stats
+        if "final_probs" not in data and "top_ids" in data and "top_probs" in data:
+            ids, probs = data["top_ids"], data["top_probs"]  # (N, R, P, k)
+            match = ids == ids[:, -1:, :, :1]
+            data["final_probs"] = torch.where(match, probs, torch.zeros_like(probs)).sum(-1)
+            data["final_probs"][~(self.positions >= 0).unsqueeze(1).expand_as(data["final_probs"])] = math.nan
+        n, p = self.positions.shape
+        k = data["top_ids"].shape[-1] if "top_ids" in data else 0
+        for stat in REGISTRY.values():
+            if stat.name not in data:
+                shape = (
+                    (n, self.n_rows, p)
+                    + ((k,) if stat.per_k else ())
+                    + ((len(self.target_names),) if stat.per_target else ())
+                )
+                data[stat.name] = torch.full(shape, stat.fill, dtype=stat.dtype)
+
+    def __getattr__(self, name: str) -> Any:
+        stats = self.__dict__.get("stats")
+        if stats is not None and name in stats:
+            return stats[name]
+        raise AttributeError(f"'LensResult' has no attribute {name!r}")
 
     # ---- shapes and lookups -------------------------------------------------------------------------
     @property
     def n_prompts(self) -> int:
-        return self.top_ids.shape[0]
+        return self.positions.shape[0]
 
     @property
     def n_rows(self) -> int:
@@ -82,11 +138,26 @@ class LensResult:
 
     @property
     def n_positions(self) -> int:
-        return self.top_ids.shape[2]
+        return self.positions.shape[1]
 
     @property
     def top_k(self) -> int:
-        return self.top_ids.shape[3]
+        return self.stats["top_ids"].shape[3]
+
+    @property
+    def n_layers(self) -> int:
+        """Blocks of the model (from meta, else the highest block index among the rows, + 1)."""
+        n = self.meta.get("n_layers")
+        return int(n) if n else max((r.layer + 1 for r in self.rows if r.site != "embed"), default=1)
+
+    @property
+    def depths(self) -> list[float]:
+        """Relative depth of each row: 0 = embeddings, 1 = the last block's output."""
+        return [r.depth(self.n_layers) for r in self.rows]
+
+    def stat(self, name: str) -> torch.Tensor:
+        """The tensor of a statistic by its name (older aliases such as "kl" accepted)."""
+        return self.stats[get_statistic(name).name]
 
     def token(self, token_id: int) -> str:
         """Readable string of a token id that appears in this result."""
@@ -110,24 +181,108 @@ class LensResult:
     def top_tokens(self, prompt: int = 0, rank: int = 0) -> list[list[str]]:
         """(R, existing columns) readable top-``rank`` token of each cell."""
         cols = self.columns(prompt)
-        ids = self.top_ids[prompt, :, cols, rank].tolist()
+        ids = self.stats["top_ids"][prompt, :, cols, rank].tolist()
         return [[self.token(i) for i in row] for row in ids]
 
-    def replace(self, **changes) -> LensResult:
-        """A copy with some fields replaced (results are treated as immutable)."""
-        return replace(self, **changes)
+    # ---- immutable transforms -----------------------------------------------------------------------
+    def _fields(self) -> dict[str, Any]:
+        return {
+            "positions": self.positions,
+            "row_names": self.row_names,
+            "rows": self.rows,
+            "tokens": self.tokens,
+            "input_ids": self.input_ids,
+            "vocab": self.vocab,
+            "target_names": self.target_names,
+            "target_ids": self.target_ids,
+            "prompts": self.prompts,
+            "prompt_index": self.prompt_index,
+            "meta": self.meta,
+        }
+
+    def replace(self, **changes: Any) -> LensResult:
+        """A copy with some fields or statistics replaced (results are treated as immutable)."""
+        fields = self._fields()
+        stats = dict(self.stats)
+        for name, value in changes.items():
+            if name in fields:
+                fields[name] = value
+            elif name == "stats":
+                stats = dict(value)
+            elif name in REGISTRY:
+                stats[name] = value
+            else:
+                raise LogitLensError(f"LensResult has no field {name!r}")
+        if "row_names" in changes and "rows" not in changes:
+            fields["rows"] = None
+        return LensResult(stats=stats, **fields)
 
     def select(self, prompts: int | list[int]) -> LensResult:
         """A result holding only some prompts, in the given order."""
         idx = [prompts] if isinstance(prompts, int) else list(prompts)
-        if any(not 0 <= i < self.n_prompts for i in idx):
+        if any(isinstance(i, bool) or not 0 <= i < self.n_prompts for i in idx):
             raise LogitLensError(f"prompt index out of range: {idx} (this result has {self.n_prompts})")
         pick = torch.as_tensor(idx, dtype=torch.long)
-        changes: dict[str, Any] = {name: getattr(self, name)[pick] for name in _TENSORS}
+        changes: dict[str, Any] = {"stats": {k: v[pick] for k, v in self.stats.items()}}
+        changes["positions"] = self.positions[pick]
+        changes["prompt_index"] = [self.prompt_index[i] for i in idx]
         for name in ("tokens", "input_ids", "prompts"):
             seq = getattr(self, name)
             changes[name] = [seq[i] for i in idx] if seq else seq
         return self.replace(**changes)
+
+    @classmethod
+    def concat(cls, results: Sequence[LensResult]) -> LensResult:
+        """One result holding the prompts of several (same rows, top-k and targets), in order.
+
+        Results with fewer decoded columns are padded with each statistic's fill value.
+        """
+        if not results:
+            raise LogitLensError("concat needs at least one result")
+        first = results[0]
+        for r in results[1:]:
+            if (
+                r.row_names != first.row_names
+                or r.target_names != first.target_names
+                or r.top_k != first.top_k
+            ):
+                raise LogitLensError("concat takes results with the same rows, targets and top_k")
+        width = max(r.n_positions for r in results)
+
+        def pad(t: torch.Tensor, fill) -> torch.Tensor:
+            if t.shape[2] == width:
+                return t
+            extra = torch.full(
+                (t.shape[0], t.shape[1], width - t.shape[2], *t.shape[3:]), fill, dtype=t.dtype
+            )
+            return torch.cat([t, extra], dim=2)
+
+        stats = {
+            name: torch.cat(
+                [pad(r.stats[name], REGISTRY[name].fill if name in REGISTRY else 0) for r in results]
+            )
+            for name in first.stats
+        }
+        positions = torch.cat(
+            [
+                torch.cat(
+                    [r.positions, torch.full((r.n_prompts, width - r.n_positions), -1, dtype=torch.long)], 1
+                )
+                for r in results
+            ]
+        )
+        vocab: dict[int, str] = {}
+        for r in results:
+            vocab.update(r.vocab)
+        return first.replace(
+            stats=stats,
+            positions=positions,
+            tokens=[t for r in results for t in r.tokens],
+            input_ids=[t for r in results for t in r.input_ids],
+            prompts=[t for r in results for t in r.prompts],
+            prompt_index=[t for r in results for t in r.prompt_index],
+            vocab=dict(sorted(vocab.items())),
+        )
 
     # ---- summaries ----------------------------------------------------------------------------------
     def summary(self, position: int = -1):
@@ -135,34 +290,28 @@ class LensResult:
 
         Columns: prompt, position, token, final_top1, final_prob, first_stable_row (the first row from
         which the final top-1 token stays top-1), largest_kl_drop_row (the row whose KL to the final
-        distribution falls most from the row before), and p/rank at the final row for each target.
+        distribution falls most from the row before), kl_drop, and p/rank at the final row for each target.
         """
         import pandas as pd
 
         records = []
         for i in range(self.n_prompts):
-            cols = self.columns(i)
-            j = cols[position]
-            agree = self.agrees_with_final[i, :, j].tolist()
-            stable = len(agree) - 1
-            while stable > 0 and agree[stable - 1]:
-                stable -= 1
-            kl = self.kl_to_final[i, :, j]
-            drops = kl[:-1] - kl[1:]  # (R-1,) drop into row r+1
-            drop_row = int(drops.argmax()) + 1 if len(drops) else 0
+            j = self.columns(i)[position]
+            stable = min(first_stable(self.stats["agrees_with_final"][i, :, j].tolist()), self.n_rows - 1)
+            drop_row, drop = largest_drop(self.stats["kl_to_final"][i, :, j].tolist())
             rec = {
                 "prompt": self.prompts[i] if self.prompts and self.prompts[i] is not None else i,
                 "position": int(self.positions[i, j]),
                 "token": self.tokens[i][int(self.positions[i, j])],
-                "final_top1": self.token(self.top_ids[i, -1, j, 0]),
-                "final_prob": float(self.top_probs[i, -1, j, 0]),
+                "final_top1": self.token(self.stats["top_ids"][i, -1, j, 0]),
+                "final_prob": float(self.stats["top_probs"][i, -1, j, 0]),
                 "first_stable_row": self.row_names[stable],
                 "largest_kl_drop_row": self.row_names[drop_row],
-                "kl_drop": float(drops[drop_row - 1]) if len(drops) else 0.0,
+                "kl_drop": drop,
             }
             for t, name in enumerate(self.target_names):
-                rec[f"p({name})"] = float(self.target_probs[i, -1, j, t])
-                rec[f"rank({name})"] = int(self.target_ranks[i, -1, j, t])
+                rec[f"p({name})"] = float(self.stats["target_probs"][i, -1, j, t])
+                rec[f"rank({name})"] = int(self.stats["target_ranks"][i, -1, j, t])
             records.append(rec)
         return pd.DataFrame.from_records(records)
 
@@ -173,92 +322,139 @@ class LensResult:
         out: list[str | None] = []
         for i in range(self.n_prompts):
             j = self.columns(i)[position]
-            ok = (self.target_ranks[i, :, j, target] <= threshold).tolist()
-            r = len(ok)
-            while r > 0 and ok[r - 1]:
-                r -= 1
+            ok = (self.stats["target_ranks"][i, :, j, target] <= threshold).tolist()
+            r = first_stable(ok)
             out.append(self.row_names[r] if r < len(ok) else None)
         return out
 
-    def to_dataframe(self):
-        """Long format: one line per (prompt, row, position) that exists.
+    # ---- columnar export ----------------------------------------------------------------------------
+    def _long_columns(self) -> tuple[dict[str, Any], dict[str, list[str]]]:
+        """The long table as numpy columns, one line per (prompt, existing column, row), in that order.
 
-        Columns: prompt, row, row_name, position, token, next_token, top1, top1_prob, top_tokens,
-        top_probs, entropy, kl_to_final, cross_entropy, agrees_with_final, then p(target) and
-        rank(target) for each target.
+        Returns (columns, per-target column names of each per-target statistic).
+        """
+        n_rows = self.n_rows
+        pos = self.positions.numpy()
+        ii, jj = np.nonzero(pos >= 0)  # (M,) existing cells, prompt-major then column
+        m = len(ii)
+        cell_pos = pos[ii, jj]
+        tok = [self.tokens[i][p] for i, p in zip(ii.tolist(), cell_pos.tolist(), strict=True)]
+        nxt = [
+            self.token(self.input_ids[i][p + 1]) if p + 1 < len(self.input_ids[i]) else None
+            for i, p in zip(ii.tolist(), cell_pos.tolist(), strict=True)
+        ]
+        cols: dict[str, Any] = {
+            "prompt": np.repeat(np.asarray(self.prompt_index, dtype=np.int64)[ii], n_rows),
+            "row": np.tile(np.arange(n_rows, dtype=np.int32), m),
+            "row_name": np.tile(np.array(self.row_names, dtype=object), m),
+            "depth": np.tile(np.array(self.depths, dtype=np.float32), m),
+            "column": np.repeat(jj, n_rows).astype(np.int32),
+            "position": np.repeat(cell_pos, n_rows).astype(np.int64),
+            "token": np.repeat(np.array(tok, dtype=object), n_rows),
+            "next_token": np.repeat(np.array(nxt, dtype=object), n_rows),
+        }
+        ii_t, jj_t = torch.as_tensor(ii), torch.as_tensor(jj)
+
+        def lines(t: torch.Tensor) -> np.ndarray:  # (N, R, P, ...) -> (M * R, ...)
+            return t.transpose(1, 2)[ii_t, jj_t].reshape(m * n_rows, *t.shape[3:]).numpy()
+
+        top_ids = lines(self.stats["top_ids"])  # (M*R, k)
+        names = _id_names(self.vocab, top_ids)
+        cols["top1"] = names[:, 0] if names.shape[1] else np.array([], dtype=object)
+        cols["top1_prob"] = lines(self.stats["top_probs"][..., 0])
+        cols["top_tokens"] = names
+        per_target: dict[str, list[str]] = {}
+        for name, stat in REGISTRY.items():
+            value = lines(self.stats[name])
+            if stat.per_target:
+                per_target[name] = _target_columns(name, self.target_names)
+                for t, col in enumerate(per_target[name]):
+                    cols[col] = value[:, t]
+            else:
+                cols[name] = value
+        return cols, per_target
+
+    def to_arrow(self):
+        """The long table as a ``pyarrow.Table``: one line per (prompt, existing column, row).
+
+        Columns: prompt, row, row_name, depth, column (decoded column index), position (input position),
+        token, next_token, top1, top1_prob, top_tokens (list of k strings), then every statistic of the
+        registry under its name (top_ids, top_probs: lists of k; per-target statistics as one column per
+        target, ``target_probs[ Paris]``). The schema metadata holds the rest of the result (b"logitlens").
+        """
+        import pyarrow as pa
+
+        cols, per_target = self._long_columns()
+        arrays = {}
+        for name, value in cols.items():
+            if isinstance(value, np.ndarray) and value.ndim == 2:  # (lines, k) -> fixed-size lists
+                k = value.shape[1]
+                flat = pa.array(value.reshape(-1), type=pa.string() if value.dtype == object else None)
+                arrays[name] = pa.FixedSizeListArray.from_arrays(flat, k)
+            elif isinstance(value, np.ndarray) and value.dtype == object:
+                arrays[name] = pa.array(value.tolist(), type=pa.string())
+            else:
+                arrays[name] = pa.array(value)
+        meta = self._header()
+        meta["per_target_columns"] = per_target
+        table = pa.table(arrays)
+        return table.replace_schema_metadata({_PARQUET_KEY: json.dumps(meta, ensure_ascii=False)})
+
+    def to_dataframe(self):
+        """The long table (see ``to_arrow``) as a pandas DataFrame; top-k columns hold lists.
+
+        Example:
+            >>> df = res.to_dataframe(); df[df.row_name == "12"].groupby("position").top1_prob.mean()
         """
         import pandas as pd
 
-        records = []
-        for i in range(self.n_prompts):
-            ids = self.input_ids[i]
-            for j in self.columns(i):
-                pos = int(self.positions[i, j])
-                nxt = self.token(ids[pos + 1]) if pos + 1 < len(ids) else None
-                for r, name in enumerate(self.row_names):
-                    top = self.top_ids[i, r, j].tolist()
-                    probs = self.top_probs[i, r, j].tolist()
-                    rec = {
-                        "prompt": i,
-                        "row": r,
-                        "row_name": name,
-                        "position": pos,
-                        "token": self.tokens[i][pos],
-                        "next_token": nxt,
-                        "top1": self.token(top[0]),
-                        "top1_prob": probs[0],
-                        "top_tokens": [self.token(t) for t in top],
-                        "top_probs": probs,
-                        "entropy": float(self.entropy[i, r, j]),
-                        "kl_to_final": float(self.kl_to_final[i, r, j]),
-                        "cross_entropy": float(self.cross_entropy[i, r, j]),
-                        "agrees_with_final": bool(self.agrees_with_final[i, r, j]),
-                    }
-                    for t, tname in enumerate(self.target_names):
-                        rec[f"p({tname})"] = float(self.target_probs[i, r, j, t])
-                        rec[f"rank({tname})"] = int(self.target_ranks[i, r, j, t])
-                    records.append(rec)
-        return pd.DataFrame.from_records(records)
+        cols, _ = self._long_columns()
+        out = {}
+        for name, value in cols.items():
+            out[name] = list(value.tolist()) if value.ndim == 2 else value
+        return pd.DataFrame(out)
 
-    # ---- views (implemented in the view modules; imported lazily) -----------------------------------
+    # ---- views (implemented in logitlens.views; imported lazily) ------------------------------------
     def __repr__(self) -> str:
         return (
             f"LensResult({self.n_prompts} prompts x {self.n_rows} rows x {self.n_positions} positions, "
-            f"top_k={self.top_k}, targets={self.target_names}, model={self.meta.get('model')!r})"
+            f"top_k={self.top_k}, targets={self.target_names}, model={self.meta.get('model')!r}, "
+            f"lens={self.meta.get('lens', 'logit')!r})"
         )
 
-    def plot(self, stat: str = "top_prob", prompt: int = 0, target: int | str = 0, *, menu: bool = False):
+    def plot(self, stat: str = "top_probs", prompt: int = 0, target: int | str = 0, *, menu: bool = False):
         """Plotly heatmap of one prompt: rows (embedding at the bottom) x positions, top-1 token per cell.
 
-        stat colours the cells: "top_prob", "final_prob", "entropy", "kl", "target_prob", "target_rank"
-        (the last two for ``target``, an index or a name). menu=True adds a statistic drop-down.
-        See ``logitlens.plots.heatmap``.
+        stat colours the cells: any drawable statistic of the registry ("top_probs", "final_probs",
+        "entropy", "kl_to_final", "cross_entropy", "target_probs", "target_ranks", ...; older names such
+        as "kl" work too). ``target`` picks the target of per-target statistics (index or name). menu=True
+        adds a statistic drop-down. See ``logitlens.views.plotly.heatmap``.
         """
-        from .plots import heatmap
+        from .views.plotly import heatmap
 
         return heatmap(self, prompt, stat, target, menu=menu)
 
-    def plot_trajectory(self, targets=None, prompts=None, stat: str = "prob", *, position: int | str = -1):
-        """Plotly lines across rows: "prob" (targets' probability and log rank), "kl" or "entropy".
-
-        targets: indices or names (default all); prompts: indices (default all); position: a decoded
-        column (default the last) or "mean" (kl / entropy only). See ``logitlens.plots.trajectory``.
-        """
-        from .plots import trajectory
+    def plot_trajectory(
+        self, targets=None, prompts=None, stat: str = "target_probs", *, position: int | str = -1
+    ):
+        """Plotly lines across rows: "target_probs" (targets' probability and log rank), or any other
+        per-row statistic such as "kl_to_final" or "entropy". See ``logitlens.views.plotly.trajectory``."""
+        from .views.plotly import trajectory
 
         return trajectory(self, targets, prompts, stat, position=position)
 
     def _repr_html_(self) -> str:
         """Jupyter: the first prompt's heatmap (with the statistic menu), plotly.js embedded (works offline)."""
-        from .report import notebook_html
+        from .views.report import notebook_html
 
         return notebook_html(self)
 
     # ---- save / load --------------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        """The versioned JSON-ready form (NaN written as null)."""
-        data: dict[str, Any] = {
+    def _header(self) -> dict[str, Any]:
+        """Everything but the statistics, JSON-ready."""
+        return {
             "meta": {"format": FORMAT, "version": VERSION, **self.meta},
+            "rows": [r.to_dict() for r in self.rows],
             "row_names": self.row_names,
             "tokens": self.tokens,
             "input_ids": self.input_ids,
@@ -266,57 +462,230 @@ class LensResult:
             "target_names": self.target_names,
             "target_ids": self.target_ids,
             "prompts": self.prompts,
+            "prompt_index": self.prompt_index,
+            "shape": {"prompts": self.n_prompts, "rows": self.n_rows, "positions": self.n_positions},
         }
-        for name in _TENSORS:
-            data[name] = _nan_to_none(getattr(self, name).tolist())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The versioned JSON-ready form (version 2): the header, then ``positions`` and every statistic as
+        ``{"dtype", "shape", "data"}`` with ``data`` the base64 of the little-endian array (int64 tensors
+        as int32, bool as uint8). Registered statistics are included; loading needs them registered."""
+        data = self._header()
+        data["tensors"] = {
+            name: _encode(t) for name, t in {"positions": self.positions, **self.stats}.items()
+        }
+        data["statistics"] = {
+            name: {"per_target": REGISTRY[name].per_target, "per_k": REGISTRY[name].per_k}
+            for name in self.stats
+            if name in REGISTRY
+        }
         return data
 
     def save(self, path: str | Path) -> Path:
-        """Write the result as JSON (see ``to_dict``)."""
+        """Write the result: ``.json`` (``to_dict``) or ``.parquet`` (``to_arrow``), by the suffix."""
         path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), ensure_ascii=False, allow_nan=False))
+        suffix = path.suffix.lower()
+        try:
+            if suffix == ".parquet":
+                import pyarrow.parquet as pq
+
+                pq.write_table(self.to_arrow(), path, compression="zstd")
+            elif suffix == ".json":
+                path.write_text(json.dumps(self.to_dict(), ensure_ascii=False, allow_nan=False))
+            else:
+                raise LogitLensError(f"cannot save to {path}: the file name must end in .json or .parquet")
+        except OSError as exc:
+            raise LogitLensError(f"cannot write result file {path}: {exc.strerror or exc}") from exc
         return path
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LensResult:
+        """Read ``to_dict``'s form (version 2) or a version 1 file (tensors as nested lists)."""
         meta = dict(data.get("meta") or {})
         if meta.get("format") != FORMAT:
             raise LogitLensError("not a logitlens result: meta.format is missing or wrong")
         version = meta.pop("version", None)
         meta.pop("format")
-        if version != VERSION:
+        if version not in (1, VERSION):
             raise LogitLensError(
-                f"result format version {version} is not supported (this logitlens reads version "
+                f"result format version {version} is not supported (this logitlens reads versions 1 and "
                 f"{VERSION}); upgrade logitlens or re-run the lens"
             )
-        kwargs: dict[str, Any] = {}
-        for name, dtype in _TENSORS.items():
-            value = _none_to_nan(data[name]) if dtype is torch.float32 else data[name]
-            kwargs[name] = torch.tensor(value, dtype=dtype)
-        for f in fields(cls):
-            if f.name not in _TENSORS and f.name not in ("vocab", "meta"):
-                kwargs[f.name] = data.get(f.name, [])
-        kwargs["vocab"] = {int(k): v for k, v in data["vocab"].items()}
-        return cls(meta=meta, **kwargs)
+        try:
+            if version == 1:
+                tensors = {
+                    name: _from_lists(data[name], torch.long if name == "positions" else REGISTRY[name].dtype)
+                    for name in (*_V1_STATS, "positions")
+                }
+            else:
+                unknown = [n for n in data["tensors"] if n != "positions" and n not in REGISTRY]
+                if unknown:
+                    raise LogitLensError(
+                        f"the result holds statistic {unknown[0]!r}, which is not registered here; "
+                        "register it with logitlens.register_statistic before loading"
+                    )
+                tensors = {
+                    name: _decode(enc, torch.long if name == "positions" else REGISTRY[name].dtype)
+                    for name, enc in data["tensors"].items()
+                }
+            positions = tensors.pop("positions")
+            rows = [Row(int(r["layer"]), r["site"]) for r in data["rows"]] if data.get("rows") else None
+            kwargs = {f: data.get(f, []) for f in _META_FIELDS}
+            kwargs["prompt_index"] = data.get("prompt_index")
+            vocab = {int(k): v for k, v in data["vocab"].items()}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LogitLensError(
+                f"the result file is incomplete or damaged: {type(exc).__name__}: {exc}"
+            ) from exc
+        return cls(positions=positions, rows=rows, vocab=vocab, meta=meta, stats=tensors, **kwargs)
 
     @classmethod
     def load(cls, path: str | Path) -> LensResult:
-        """Read a result written by ``save``."""
+        """Read a result written by ``save`` (.json of version 1 or 2, or .parquet)."""
         path = Path(path)
+        if path.suffix.lower() == ".parquet":
+            return _load_parquet(cls, path)
         try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise LogitLensError(f"cannot read result file {path}: {exc}") from None
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise LogitLensError(f"cannot read result file {path}: {exc}") from exc
         return cls.from_dict(data)
 
 
-def _nan_to_none(x):
-    if isinstance(x, list):
-        return [_nan_to_none(v) for v in x]
-    return None if isinstance(x, float) and math.isnan(x) else x
+_V1_STATS = (
+    "top_ids",
+    "top_probs",
+    "entropy",
+    "kl_to_final",
+    "cross_entropy",
+    "agrees_with_final",
+    "target_probs",
+    "target_ranks",
+)
 
 
-def _none_to_nan(x):
-    if isinstance(x, list):
-        return [_none_to_nan(v) for v in x]
-    return float("nan") if x is None else x
+def first_stable(flags: Sequence[bool]) -> int:
+    """The smallest r with every flag from r on true; ``len(flags)`` when the last one is false."""
+    r = len(flags)
+    while r > 0 and flags[r - 1]:
+        r -= 1
+    return r
+
+
+def largest_drop(values: Sequence[float]) -> tuple[int, float]:
+    """(row r, values[r-1] - values[r]) for the r >= 1 where the value falls most; (0, 0.0) for one row."""
+    best, size = 0, 0.0
+    for r in range(1, len(values)):
+        d = values[r - 1] - values[r]
+        if best == 0 or d > size:
+            best, size = r, d
+    return best, float(size)
+
+
+def _target_columns(stat: str, names: Sequence[str]) -> list[str]:
+    """``stat[name]`` per target, with ``#t`` added to a name that repeats."""
+    seen: dict[str, int] = {}
+    out = []
+    for t, name in enumerate(names):
+        seen[name] = seen.get(name, 0) + 1
+        out.append(f"{stat}[{name}]" if seen[name] == 1 else f"{stat}[{name}#{t}]")
+    return out
+
+
+def _id_names(vocab: dict[int, str], ids: np.ndarray) -> np.ndarray:
+    """Readable strings of an id array (any shape); ids not in ``vocab`` become ``#id``, -1 becomes None."""
+    uniq, inverse = np.unique(ids, return_inverse=True)
+    names = np.array(
+        [None if i < 0 else vocab.get(int(i), f"#{int(i)}") for i in uniq.tolist()], dtype=object
+    )
+    return names[inverse.reshape(ids.shape)]
+
+
+def _encode(t: torch.Tensor) -> dict[str, Any]:
+    wire = _WIRE.get(t.dtype)
+    if wire is None:
+        raise LogitLensError(f"cannot save a {t.dtype} tensor; statistics are float32, int64 or bool")
+    arr = t.detach().cpu().numpy().astype(_NUMPY[wire]).astype(np.dtype(_NUMPY[wire]).newbyteorder("<"))
+    return {"dtype": wire, "shape": list(t.shape), "data": base64.b64encode(arr.tobytes()).decode("ascii")}
+
+
+def _decode(enc: dict[str, Any], dtype: torch.dtype) -> torch.Tensor:
+    raw = base64.b64decode(enc["data"])
+    arr = np.frombuffer(raw, dtype=np.dtype(_NUMPY[enc["dtype"]]).newbyteorder("<")).reshape(enc["shape"])
+    return torch.from_numpy(arr.astype(_NUMPY[enc["dtype"]])).to(dtype)
+
+
+def _from_lists(value: Any, dtype: torch.dtype) -> torch.Tensor:
+    """Version 1 tensors: nested lists with null for NaN."""
+    if dtype is torch.float32:
+        arr = np.array(value, dtype=object)
+        arr = np.where(arr == None, np.nan, arr).astype(np.float32)  # noqa: E711 - elementwise null test
+        return torch.from_numpy(arr)
+    return torch.tensor(value, dtype=dtype)
+
+
+def _load_parquet(cls: type[LensResult], path: Path) -> LensResult:
+    try:
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+    except (OSError, ValueError) as exc:
+        raise LogitLensError(f"cannot read result file {path}: {exc}") from exc
+    raw = (table.schema.metadata or {}).get(_PARQUET_KEY)
+    if raw is None:
+        raise LogitLensError(f"not a logitlens result: {path} has no logitlens metadata")
+    header = json.loads(raw)
+    shape = header.pop("shape")
+    per_target = header.pop("per_target_columns", {})
+    n, n_rows, p = shape["prompts"], shape["rows"], shape["positions"]
+    global_index = np.asarray(header.get("prompt_index") or range(n), dtype=np.int64)
+    lookup = np.full(int(global_index.max(initial=0)) + 1, -1, dtype=np.int64)
+    lookup[global_index] = np.arange(len(global_index))
+    prompt = lookup[table.column("prompt").to_numpy()]  # the file's prompt indices -> 0..N-1
+    column = table.column("column").to_numpy()
+    row = table.column("row").to_numpy()
+    positions = torch.full((n, p), -1, dtype=torch.long)
+    positions[torch.as_tensor(prompt), torch.as_tensor(column)] = torch.as_tensor(
+        table.column("position").to_numpy(), dtype=torch.long
+    )
+    index = (torch.as_tensor(prompt, dtype=torch.long), torch.as_tensor(row, dtype=torch.long),
+             torch.as_tensor(column, dtype=torch.long))  # fmt: skip
+    stats: dict[str, torch.Tensor] = {}
+    for name, stat in REGISTRY.items():
+        if stat.per_target:
+            cols = per_target.get(name, [])
+            if not all(c in table.column_names for c in cols):
+                continue
+            value = np.stack([_numeric(table.column(c)) for c in cols], -1) if cols else None
+            extra: tuple[int, ...] = (len(cols),)
+        elif name in table.column_names:
+            value = _numeric(table.column(name))
+            extra = value.shape[1:]
+        else:
+            continue
+        out = torch.full((n, n_rows, p, *extra), stat.fill, dtype=stat.dtype)
+        if value is not None:
+            out[index] = torch.as_tensor(value).to(stat.dtype)
+        stats[name] = out
+    data = {**header, "tensors": {}}
+    meta = dict(data["meta"])
+    meta.pop("format", None)
+    version = meta.pop("version", None)
+    if version != VERSION:
+        raise LogitLensError(f"result format version {version} is not supported in Parquet files")
+    rows = [Row(int(r["layer"]), r["site"]) for r in header["rows"]]
+    kwargs = {f: header.get(f, []) for f in _META_FIELDS}
+    kwargs["prompt_index"] = header.get("prompt_index")
+    vocab = {int(k): v for k, v in header["vocab"].items()}
+    return cls(positions=positions, rows=rows, vocab=vocab, meta=meta, stats=stats, **kwargs)
+
+
+def _numeric(col) -> np.ndarray:
+    """A Parquet column as numpy: fixed-size lists become (lines, k)."""
+    import pyarrow as pa
+
+    if pa.types.is_fixed_size_list(col.type):
+        width = col.type.list_size
+        flat = col.combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        return flat.reshape(-1, width)
+    return col.to_numpy(zero_copy_only=False)
