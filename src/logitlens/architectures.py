@@ -340,6 +340,7 @@ class Decoder:
         projections = [need(p, "a projection before the unembedding") for p in arch.pre_unembed]
         self.pre = [m for m in (self.norm_module, *projections) if m is not None]
         unembed = need(arch.unembed, "the unembedding")
+        self.unembed_module = unembed
         weight = getattr(unembed, "weight", None)
         if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
             raise LogitLensError(
@@ -433,6 +434,22 @@ class Decoder:
             out.div_(self.divisor)
         if self.softcap is not None:
             out.div_(self.softcap).tanh_().mul_(self.softcap)
+        return out
+
+    def logits_functional(self, h: torch.Tensor) -> torch.Tensor:
+        """(N, d) -> (N, V) fp32 logits by calling the model's own modules (final norm, projections, the
+        unembedding module itself): no weight is read and no buffer reused, the form a remote trace needs
+        (reading a weight on a remote server copies it). Equal to ``logits`` (tested)."""
+        x = h.unsqueeze(0)  # (1, N, d)
+        for mod in self.pre:
+            x = mod(x)
+        out = self.unembed_module(x)[0].float()  # (N, V)
+        if self.scale is not None:
+            out = out * self.scale
+        if self.divisor is not None:
+            out = out / self.divisor
+        if self.softcap is not None:
+            out = torch.tanh(out / self.softcap) * self.softcap
         return out
 
 

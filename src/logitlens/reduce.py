@@ -32,6 +32,7 @@ __all__ = [
     "Stats",
     "chunk_size",
     "decode_logits",
+    "decode_reduce",
     "decode_stats",
     "reduce_logits",
 ]
@@ -106,6 +107,31 @@ def decode_stats(
             parts.append(_reduce_chunk(logits[s : s + b], top_k, nxt, target_idx, out=scratch[:b]))
         del logits  # the next product overwrites the buffer: nothing returned may be a view of it
     return Stats({name: torch.cat([p[name] for p in parts]) for name in parts[0]})
+
+
+def decode_reduce(
+    rows: torch.Tensor,
+    decode: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    top_k: int,
+    next_ids: torch.Tensor,
+    targets: Sequence[torch.Tensor] = (),
+    chunk: int = 1,
+) -> dict[str, torch.Tensor]:
+    """The functional decode + reduction: rows (M, R, d) -> every statistic, ``chunk`` vectors at a time.
+
+    ``decode`` maps (N, d) -> (N, V) logits by calling the model's modules (``Decoder.logits_functional``).
+    The loop runs over a count known before the first product, never over a tensor's value, and the
+    results stay on the device: the shape a remote trace needs. Equal to ``decode_stats`` (tested).
+    """
+    m_total, n_rows, d = rows.shape
+    parts = []
+    for start in range(0, m_total, max(1, chunk)):
+        h = rows[start : start + chunk]  # (m, R, d)
+        m = h.shape[0]
+        logits = decode(h.reshape(m * n_rows, d)).reshape(m, n_rows, -1)  # (m, R, V)
+        parts.append(reduce_logits(logits, top_k, next_ids[start : start + chunk], targets))
+    return {name: torch.cat([p[name] for p in parts]) for name in parts[0]}
 
 
 @functools.cache
