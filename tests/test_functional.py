@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_models import SPECS, VOCAB, build
 
 from logitlens import LogitLens
 from logitlens.reduce import decode_reduce, decode_stats
+from tiny_models import SPECS, VOCAB, build
 
 TARGETS = [[5], [6, 7, 200]]
 
