@@ -196,7 +196,7 @@ def test_summary_first_row_and_dataframe(lens):
     assert all(agree[stable:]) and (stable == 0 or not agree[stable - 1])
     df = res.to_dataframe()
     assert len(df) == (len(res.input_ids[0]) + len(res.input_ids[1])) * res.n_rows
-    row = df[(df.prompt == 0) & (df.row == 1) & (df.position == 2)].iloc[0]
+    row = df[(df.prompt_index == 0) & (df.row == 1) & (df.position == 2)].iloc[0]
     assert row.top1 == res.token(res.top_ids[0, 1, 2, 0])
     assert math.isclose(row.entropy, float(res.entropy[0, 1, 2]), rel_tol=1e-6)
     assert len(res.first_row()) == 2

@@ -27,7 +27,7 @@ import torch
 
 from .errors import LogitLensError
 from .rows import Row, parse_row_name
-from .stats import REGISTRY, get_statistic
+from .stats import REGISTRY, Statistic, get_statistic
 
 __all__ = ["FORMAT", "VERSION", "LensResult"]
 
@@ -331,43 +331,51 @@ class LensResult:
     def _long_columns(self) -> tuple[dict[str, Any], dict[str, list[str]]]:
         """The long table as numpy columns, one line per (prompt, existing column, row), in that order.
 
-        Returns (columns, per-target column names of each per-target statistic).
+        Returns (columns, the per-target column names of each per-target statistic).
         """
         n_rows = self.n_rows
         pos = self.positions.numpy()
         ii, jj = np.nonzero(pos >= 0)  # (M,) existing cells, prompt-major then column
         m = len(ii)
         cell_pos = pos[ii, jj]
-        tok = [self.tokens[i][p] for i, p in zip(ii.tolist(), cell_pos.tolist(), strict=True)]
-        nxt = [
-            self.token(self.input_ids[i][p + 1]) if p + 1 < len(self.input_ids[i]) else None
-            for i, p in zip(ii.tolist(), cell_pos.tolist(), strict=True)
-        ]
+        cells = list(zip(ii.tolist(), cell_pos.tolist(), strict=True))
+        tok_id = np.array([self.input_ids[i][p] for i, p in cells], dtype=np.int64)
+        nxt_id = np.array(
+            [self.input_ids[i][p + 1] if p + 1 < len(self.input_ids[i]) else -1 for i, p in cells],
+            dtype=np.int64,
+        )
+        texts = np.array(
+            [self.prompts[i] if self.prompts else None for i in range(self.n_prompts)], dtype=object
+        )
         cols: dict[str, Any] = {
-            "prompt": np.repeat(np.asarray(self.prompt_index, dtype=np.int64)[ii], n_rows),
+            "prompt_index": np.repeat(np.asarray(self.prompt_index, dtype=np.int64)[ii], n_rows),
+            "prompt": np.repeat(texts[ii] if m else texts[:0], n_rows),
             "row": np.tile(np.arange(n_rows, dtype=np.int32), m),
             "row_name": np.tile(np.array(self.row_names, dtype=object), m),
+            "layer": np.tile(np.array([r.layer for r in self.rows], dtype=np.int32), m),
+            "site": np.tile(np.array([r.site for r in self.rows], dtype=object), m),
             "depth": np.tile(np.array(self.depths, dtype=np.float32), m),
             "column": np.repeat(jj, n_rows).astype(np.int32),
             "position": np.repeat(cell_pos, n_rows).astype(np.int64),
-            "token": np.repeat(np.array(tok, dtype=object), n_rows),
-            "next_token": np.repeat(np.array(nxt, dtype=object), n_rows),
+            "token_id": np.repeat(tok_id, n_rows),
+            "token": np.repeat(np.array([self.tokens[i][p] for i, p in cells], dtype=object), n_rows),
+            "next_token_id": np.repeat(nxt_id, n_rows),
+            "next_token": np.repeat(_id_names(self.vocab, nxt_id), n_rows),
         }
         ii_t, jj_t = torch.as_tensor(ii), torch.as_tensor(jj)
 
         def lines(t: torch.Tensor) -> np.ndarray:  # (N, R, P, ...) -> (M * R, ...)
             return t.transpose(1, 2)[ii_t, jj_t].reshape(m * n_rows, *t.shape[3:]).numpy()
 
-        top_ids = lines(self.stats["top_ids"])  # (M*R, k)
-        names = _id_names(self.vocab, top_ids)
-        cols["top1"] = names[:, 0] if names.shape[1] else np.array([], dtype=object)
+        names = _id_names(self.vocab, lines(self.stats["top_ids"]))  # (M*R, k)
+        cols["top1"] = names[:, 0]
         cols["top1_prob"] = lines(self.stats["top_probs"][..., 0])
         cols["top_tokens"] = names
         per_target: dict[str, list[str]] = {}
         for name, stat in REGISTRY.items():
             value = lines(self.stats[name])
             if stat.per_target:
-                per_target[name] = _target_columns(name, self.target_names)
+                per_target[name] = _target_columns(stat, self.target_names)
                 for t, col in enumerate(per_target[name]):
                     cols[col] = value[:, t]
             else:
@@ -377,10 +385,13 @@ class LensResult:
     def to_arrow(self):
         """The long table as a ``pyarrow.Table``: one line per (prompt, existing column, row).
 
-        Columns: prompt, row, row_name, depth, column (decoded column index), position (input position),
-        token, next_token, top1, top1_prob, top_tokens (list of k strings), then every statistic of the
-        registry under its name (top_ids, top_probs: lists of k; per-target statistics as one column per
-        target, ``target_probs[ Paris]``). The schema metadata holds the rest of the result (b"logitlens").
+        Columns: prompt_index (the prompt's index in the run's input), prompt (its text, or null for
+        token ids), row (index in ``rows``), row_name ("embed", "12", "12.attn"), layer (block index, -1
+        for the embeddings), site, depth (0 = embeddings, 1 = last block), column (decoded column index),
+        position (input position), token_id, token, next_token_id (-1 after the last token), next_token,
+        top1, top1_prob, top_tokens (list of k strings), then every statistic of the registry under its
+        name (top_ids, top_probs: lists of k), per-target ones as one column per target: ``p( Paris)``,
+        ``rank( Paris)``. The schema metadata holds the rest of the result (key b"logitlens").
         """
         import pyarrow as pa
 
@@ -582,13 +593,13 @@ def largest_drop(values: Sequence[float]) -> tuple[int, float]:
     return best, float(size)
 
 
-def _target_columns(stat: str, names: Sequence[str]) -> list[str]:
-    """``stat[name]`` per target, with ``#t`` added to a name that repeats."""
+def _target_columns(stat: Statistic, names: Sequence[str]) -> list[str]:
+    """The statistic's column per target (``p( Paris)``), with ``#t`` added to a name that repeats."""
     seen: dict[str, int] = {}
     out = []
     for t, name in enumerate(names):
         seen[name] = seen.get(name, 0) + 1
-        out.append(f"{stat}[{name}]" if seen[name] == 1 else f"{stat}[{name}#{t}]")
+        out.append(stat.column_for(name if seen[name] == 1 else f"{name}#{t}"))
     return out
 
 
@@ -641,12 +652,12 @@ def _load_parquet(cls: type[LensResult], path: Path) -> LensResult:
     global_index = np.asarray(header.get("prompt_index") or range(n), dtype=np.int64)
     lookup = np.full(int(global_index.max(initial=0)) + 1, -1, dtype=np.int64)
     lookup[global_index] = np.arange(len(global_index))
-    prompt = lookup[table.column("prompt").to_numpy()]  # the file's prompt indices -> 0..N-1
-    column = table.column("column").to_numpy()
-    row = table.column("row").to_numpy()
+    prompt = lookup[table.column("prompt_index").to_numpy()]  # the file's prompt indices -> 0..N-1
+    column = np.array(table.column("column").to_numpy(), dtype=np.int64)
+    row = np.array(table.column("row").to_numpy(), dtype=np.int64)
     positions = torch.full((n, p), -1, dtype=torch.long)
     positions[torch.as_tensor(prompt), torch.as_tensor(column)] = torch.as_tensor(
-        table.column("position").to_numpy(), dtype=torch.long
+        np.array(table.column("position").to_numpy(), dtype=np.int64), dtype=torch.long
     )
     index = (torch.as_tensor(prompt, dtype=torch.long), torch.as_tensor(row, dtype=torch.long),
              torch.as_tensor(column, dtype=torch.long))  # fmt: skip
@@ -687,5 +698,5 @@ def _numeric(col) -> np.ndarray:
     if pa.types.is_fixed_size_list(col.type):
         width = col.type.list_size
         flat = col.combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        return flat.reshape(-1, width)
-    return col.to_numpy(zero_copy_only=False)
+        return np.array(flat).reshape(-1, width)
+    return np.array(col.to_numpy(zero_copy_only=False))

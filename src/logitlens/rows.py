@@ -2,7 +2,7 @@
 
 A row is where in the model a vector is read:
 
-- ``Row(0, "embed")``: the residual stream entering block 0 (embeddings, with any scaling or position
+- ``Row(-1, "embed")``: the residual stream entering block 0 (embeddings, with any scaling or position
   embeddings the model adds); named ``"embed"``, depth 0.
 - ``Row(i, "resid")``: the output of block ``i`` (0-based), named ``"i"``, depth ``(i + 1) / L``.
 - ``Row(i, "attn")``: inside block ``i``, after its attention and before its MLP (sequential blocks only),
@@ -27,7 +27,7 @@ SITES = ("embed", "resid", "attn")  # where a row is read; component outputs com
 
 @dataclass(frozen=True)
 class Row:
-    """One decoded row: ``layer`` is the block index (0 for "embed"), ``site`` where in it the row is read."""
+    """One decoded row: ``layer`` is the block index (-1 for "embed"), ``site`` where in it the row is read."""
 
     layer: int
     site: str = "resid"
@@ -35,6 +35,10 @@ class Row:
     def __post_init__(self) -> None:
         if self.site not in SITES:
             raise ValueError(f"unknown row site {self.site!r}; choose one of: {', '.join(SITES)}")
+        if (self.site == "embed") != (self.layer == -1):
+            raise ValueError(
+                f"row layer {self.layer} with site {self.site!r}: -1 is the embeddings' layer alone"
+            )
 
     @property
     def name(self) -> str:
@@ -55,7 +59,7 @@ class Row:
 
 def default_rows(n_layers: int, include_subblocks: bool = False) -> list[Row]:
     """The embedding row, then each block's output (preceded by its "attn" row when asked for)."""
-    rows = [Row(0, "embed")]
+    rows = [Row(-1, "embed")]
     for i in range(n_layers):
         if include_subblocks:
             rows.append(Row(i, "attn"))
@@ -66,7 +70,7 @@ def default_rows(n_layers: int, include_subblocks: bool = False) -> list[Row]:
 def parse_row_name(name: str) -> Row:
     """The inverse of ``Row.name``: "embed", "12", "12.attn"."""
     if name == "embed":
-        return Row(0, "embed")
+        return Row(-1, "embed")
     layer, _, site = name.partition(".")
     if not layer.isdigit():
         raise ValueError(f"not a row name: {name!r} (expected 'embed', '3' or '3.attn')")

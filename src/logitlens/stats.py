@@ -76,6 +76,7 @@ class Statistic:
     meaning: str = ""
     compute: Callable[[Reduction], torch.Tensor] | None = None
     aliases: tuple[str, ...] = ()  # older names still accepted where a statistic is named
+    column: str = ""  # per-target statistics: the export's column per target, "{target}" its name
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -83,6 +84,10 @@ class Statistic:
 
     def label_for(self, target: str | None = None) -> str:
         return self.label.replace("{target}", target or "target")
+
+    def column_for(self, target: str) -> str:
+        """The export's column name of this per-target statistic for ``target``."""
+        return (self.column or self.name + "({target})").replace("{target}", target)
 
 
 _NAN = float("nan")
@@ -103,10 +108,10 @@ BUILTIN: tuple[Statistic, ...] = (
               meaning="the row's top-1 equals the final row's top-1"),
     Statistic("target_probs", torch.float32, _NAN, "p({target})", "prob", "Blues", per_target=True,
               meaning="probability of each target (summed over a target's token set)",
-              aliases=("target_prob", "prob")),
+              aliases=("target_prob", "prob"), column="p({target})"),
     Statistic("target_ranks", torch.long, -1, "rank of {target}", "rank", "Purples", reverse=True,
               per_target=True, meaning="rank of each target, 1 = most probable (a set: its best token)",
-              aliases=("target_rank", "rank")),
+              aliases=("target_rank", "rank"), column="rank({target})"),
 )  # fmt: skip
 BUILTIN_NAMES = tuple(s.name for s in BUILTIN)
 
