@@ -412,7 +412,7 @@ class LensResult:
         return table.replace_schema_metadata({_PARQUET_KEY: json.dumps(meta, ensure_ascii=False)})
 
     def to_dataframe(self):
-        """The long table (see ``to_arrow``) as a pandas DataFrame; top-k columns hold lists.
+        """The long table (see ``to_arrow``) as a pandas DataFrame; top-k columns hold numpy arrays.
 
         Example:
             >>> df = res.to_dataframe(); df[df.row_name == "12"].groupby("position").top1_prob.mean()
@@ -420,10 +420,8 @@ class LensResult:
         import pandas as pd
 
         cols, _ = self._long_columns()
-        out = {}
-        for name, value in cols.items():
-            out[name] = list(value.tolist()) if value.ndim == 2 else value
-        return pd.DataFrame(out)
+        # A (lines, k) column becomes one numpy row per line (views of one array: no per-cell lists).
+        return pd.DataFrame({name: list(v) if v.ndim == 2 else v for name, v in cols.items()})
 
     # ---- views (implemented in logitlens.views; imported lazily) ------------------------------------
     def __repr__(self) -> str:
