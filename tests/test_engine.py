@@ -269,6 +269,15 @@ def test_select_prompts(lens):
             "attention_mask has shape",
         ),
         (lambda L: L.layer_logits(["a", "b"]), "layer_logits takes one prompt"),
+        (lambda L: L.run("Hello", batch_size=-1), "batch_size must be a positive integer, got -1"),
+        (lambda L: L.run("Hello", batch_size=0), "batch_size must be a positive integer, got 0"),
+        (lambda L: L.run("Hello", lens="tuned"), "lens must be a logitlens.Lens, got str"),
+        (lambda L: L.run("Hello").summary(position=10), "position 10 is out of range for prompt 0"),
+        (lambda L: L.run("Hello", targets=[1]).first_row(target=3), "target 3 is out of range"),
+        (lambda L: L.run("Hello").first_row(), "this result has no targets"),
+        (lambda L: L.run("Hello").select([5]), "prompt index out of range"),
+        (lambda L: LogitLens(L.model, None, batch_size=0), "batch_size must be a positive integer, got 0"),
+        (lambda L: LogitLens(L.model, None, budget_bytes=-5), "budget_bytes must be a positive integer"),
     ],
 )
 def test_bad_inputs_have_clear_messages(lens, call, message):

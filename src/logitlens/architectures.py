@@ -218,6 +218,20 @@ def architecture_for(model: nn.Module) -> tuple[Architecture, str]:
     return discover_architecture(model), "discovered"
 
 
+def execution_device(module: nn.Module, tensor: torch.Tensor | None = None) -> torch.device:
+    """The device ``module`` computes on: accelerate's execution device where a device map placed a hook on
+    it (offloaded weights are meta tensors then), else the device of ``tensor`` (default: its first
+    parameter), else the CPU."""
+    hook = getattr(module, "_hf_hook", None)
+    for h in (hook, *getattr(hook, "hooks", ())):  # an AlignDevicesHook, or a SequentialHook of them
+        dev = getattr(h, "execution_device", None)
+        if dev is not None:
+            return torch.device(dev)
+    if tensor is None:
+        tensor = next(module.parameters(), None)
+    return tensor.device if tensor is not None and tensor.device.type != "meta" else torch.device("cpu")
+
+
 _PARALLEL_FLAGS = ("use_parallel_residual", "parallel_attn", "parallel_residual")  # config switches
 
 
@@ -403,7 +417,15 @@ class Decoder:
 
     @property
     def device(self) -> torch.device:
-        return self.weight.device
+        """Where the unembedding runs (for a module offloaded by accelerate: its execution device)."""
+        return execution_device(self.unembed_module, self.weight)
+
+    @property
+    def offloaded(self) -> bool:
+        """True when accelerate keeps the unembedding's weight off the device (CPU or disk offload): its
+        tensor is then a meta placeholder, and only a call of the module (whose hook loads the weight)
+        decodes."""
+        return self.weight.device.type == "meta"
 
     @property
     def dtype(self) -> torch.dtype:
@@ -416,6 +438,9 @@ class Decoder:
         ``out``: an (N, V) fp32 buffer on the weight's device to write into and return; reusing one across
         chunks spares the page faults of a fresh large allocation per product.
         """
+        if self.offloaded:  # weights loaded by accelerate's hooks during each call of the modules
+            got = self.logits_functional(h.to(self.device))
+            return got if out is None else out.copy_(got)
         x = h.to(self.device).unsqueeze(0)  # (1, N, d): norms see the shape they were written for
         for mod in self.pre:
             x = mod(x)
@@ -466,7 +491,7 @@ def check_decoder(decoder: Decoder, last_block_output: torch.Tensor, model_logit
             f"self-check failed for model_type '{decoder.model_type}': decoding the last block through "
             f"{decoder.arch} raised {type(exc).__name__}: {first}; fix the entry with "
             "logitlens.register_architecture or pass arch=logitlens.Architecture(...)"
-        ) from None
+        ) from exc
     ref = model_logits.float().to(ours.device)
     if ours.shape != ref.shape:
         raise LogitLensError(

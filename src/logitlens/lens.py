@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .architectures import Architecture, Decoder, architecture_for, check_decoder
+from .architectures import Architecture, Decoder, architecture_for, check_decoder, execution_device
 from .backends import Backend, HookBackend
 from .errors import LogitLensError
 from .lenses import FunctionLens, IdentityLens, Lens
@@ -91,6 +91,9 @@ class LogitLens:
             raise LogitLensError(f"lens must be a logitlens.Lens, got {type(lens).__name__}")
         self.lens: Lens = lens or IdentityLens()  # what is done to each row before decoding
         self.backend: Backend = backend or HookBackend(model, self.decoder)
+        for what, value in (("batch_size", batch_size), ("budget_bytes", budget_bytes)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise LogitLensError(f"{what} must be a positive integer, got {value!r}")
         self.budget_bytes = int(budget_bytes)
         self.batch_size = int(batch_size)
         self._namer = TokenNamer(tokenizer)
@@ -136,14 +139,14 @@ class LogitLens:
             raise LogitLensError(
                 f"cannot load model '{name}' ({where}): {_first_line(exc)}; pass a local folder with "
                 "config.json and weights, or a Hugging Face id you can download"
-            ) from None
+            ) from exc
         if device not in (None, "auto"):
             try:
                 model = model.to(device)
             except (RuntimeError, AssertionError) as exc:
                 raise LogitLensError(
                     f"cannot move the model to device '{device}': {_first_line(exc)}"
-                ) from None
+                ) from exc
         return cls(model, tokenizer, name=label, **kwargs)
 
     # ---- properties ---------------------------------------------------------------------------------
@@ -169,9 +172,7 @@ class LogitLens:
     @property
     def _input_device(self) -> torch.device:
         emb = self.model.get_input_embeddings() if hasattr(self.model, "get_input_embeddings") else None
-        if emb is not None and getattr(emb, "weight", None) is not None:
-            return emb.weight.device
-        return next(self.model.parameters()).device
+        return execution_device(emb if isinstance(emb, nn.Module) else self.model)
 
     def __repr__(self) -> str:
         return (

@@ -184,6 +184,29 @@ class LensResult:
         ids = self.stats["top_ids"][prompt, :, cols, rank].tolist()
         return [[self.token(i) for i in row] for row in ids]
 
+    def column_at(self, prompt: int, position: int) -> int:
+        """The decoded column of ``prompt`` at ``position`` (an index into its existing columns, -1 = last)."""
+        cols = self.columns(prompt)
+        if (
+            isinstance(position, bool)
+            or not isinstance(position, int)
+            or not -len(cols) <= position < len(cols)
+        ):
+            raise LogitLensError(
+                f"position {position!r} is out of range for prompt {prompt}, which has {len(cols)} decoded "
+                "columns; give an index such as -1 (the last)"
+            )
+        return cols[position]
+
+    def target_at(self, target: int) -> int:
+        """A target index, checked (negative counts from the end)."""
+        n = len(self.target_names)
+        if n == 0:
+            raise LogitLensError("this result has no targets; run the lens with targets=[...]")
+        if isinstance(target, bool) or not isinstance(target, int) or not -n <= target < n:
+            raise LogitLensError(f"target {target!r} is out of range: this result tracks {n} targets")
+        return target % n
+
     # ---- immutable transforms -----------------------------------------------------------------------
     def _fields(self) -> dict[str, Any]:
         return {
@@ -296,7 +319,7 @@ class LensResult:
 
         records = []
         for i in range(self.n_prompts):
-            j = self.columns(i)[position]
+            j = self.column_at(i, position)
             stable = min(first_stable(self.stats["agrees_with_final"][i, :, j].tolist()), self.n_rows - 1)
             drop_row, drop = largest_drop(self.stats["kl_to_final"][i, :, j].tolist())
             rec = {
@@ -317,11 +340,10 @@ class LensResult:
 
     def first_row(self, target: int = 0, threshold: int = 1, position: int = -1) -> list[str | None]:
         """Per prompt: the first row from which ``target``'s rank stays <= ``threshold`` (None if never)."""
-        if not self.target_names:
-            raise LogitLensError("this result has no targets; run the lens with targets=[...]")
+        target = self.target_at(target)
         out: list[str | None] = []
         for i in range(self.n_prompts):
-            j = self.columns(i)[position]
+            j = self.column_at(i, position)
             ok = (self.stats["target_ranks"][i, :, j, target] <= threshold).tolist()
             r = first_stable(ok)
             out.append(self.row_names[r] if r < len(ok) else None)
