@@ -27,7 +27,7 @@ import torch
 
 from .errors import LogitLensError
 from .rows import Row, parse_row_name
-from .stats import REGISTRY, Statistic, get_statistic
+from .stats import BUILTIN, REGISTRY, Statistic, get_statistic
 
 __all__ = ["FORMAT", "VERSION", "LensResult"]
 
@@ -581,6 +581,14 @@ class LensResult:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise LogitLensError(f"cannot read result file {path}: {exc}") from exc
         return cls.from_dict(data)
+
+
+def _stat_property(name: str, meaning: str) -> property:
+    return property(lambda self: self.stats[name], doc=meaning)
+
+
+for _stat in BUILTIN:  # the built-in statistics as documented, read-only attributes
+    setattr(LensResult, _stat.name, _stat_property(_stat.name, _stat.meaning))
 
 
 _V1_STATS = (
