@@ -389,11 +389,12 @@ class Decoder:
         """Block ``index``'s module whose first input is the residual after attention ("attn" rows)."""
         mod = None if self.parallel else self.block_module(index, self.arch.mid)
         if mod is None:
-            why = (
-                "its attention and MLP run in parallel, so there is no point between them"
-                if self.parallel or self.arch.mid is None
-                else f"block {index} has no module '{self.arch.mid}'"
-            )
+            if self.parallel:
+                why = "its attention and MLP run in parallel, so there is no point between them"
+            elif self.arch.mid is None:  # sequential (OPT, discovered families) but no entry names the point
+                why = "its architecture names no module between attention and MLP (Architecture.mid)"
+            else:
+                why = f"block {index} has no module '{self.arch.mid}'"
             raise LogitLensError(
                 f"model_type '{self.model_type}' has no 'attn' rows: {why}; run without sub-block rows or "
                 "give Architecture(mid=...) the module whose input is the residual stream after attention"
