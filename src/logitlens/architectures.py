@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -168,7 +169,7 @@ _MISSING = object()
 def _get(root: nn.Module, path: str):
     """Resolve a dotted path, or the first of "a.b|c.d" that exists; _MISSING when none does."""
     for alternative in path.split("|"):
-        obj = root
+        obj: Any = root
         for part in alternative.split("."):
             if obj is None:
                 break
@@ -180,7 +181,7 @@ def _get(root: nn.Module, path: str):
     return _MISSING
 
 
-def discover_architecture(model: nn.Module) -> Architecture:
+def discover_architecture(model: Any) -> Architecture:
     """Guess an Architecture for a family missing from the table (the self-check then verifies it)."""
     model_type = getattr(model.config, "model_type", "?")
     prefix = getattr(model, "base_model_prefix", "") or ""
@@ -203,7 +204,7 @@ def discover_architecture(model: nn.Module) -> Architecture:
     out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     unembed = next((name for name, mod in model.named_modules() if mod is out and name), "lm_head")
     cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    post = {
+    post: dict[str, Any] = {
         field: next((a for a in attrs if getattr(cfg, a, getattr(model.config, a, None)) is not None), None)
         for field, attrs in _POST_ATTRS.items()
     }
@@ -362,7 +363,7 @@ class Decoder:
             )
         self.weight = weight  # (V, d) the model's own tensor, never copied
         self.bias = getattr(unembed, "bias", None)  # (V,) or None
-        cfg = model.config
+        cfg: Any = model.config
         text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
 
         def attr(name: str | None) -> float | None:

@@ -64,7 +64,7 @@ def model_dir() -> Path:
             source.parent, gguf_file=source.name, dtype=torch.float32
         )
         # The weights are already de-quantised fp32; drop the GGUF marks so they save as plain safetensors.
-        model.hf_quantizer = None
+        setattr(model, "hf_quantizer", None)  # noqa: B010 - typed as a module attribute
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.save_pretrained(tmp, safe_serialization=True)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -82,7 +83,7 @@ class LogitLens:
             raise LogitLensError(
                 f"LogitLens wraps a Hugging Face causal LM (with .config), got {type(model).__name__}"
             )
-        self.model = model.eval()
+        self.model: Any = model.eval()  # a transformers causal LM (its attributes are untyped here)
         self.tokenizer = tokenizer
         self.name = name or getattr(model.config, "_name_or_path", None) or type(model).__name__
         self.arch, self.arch_source = (arch, "given") if arch is not None else architecture_for(model)
@@ -142,7 +143,7 @@ class LogitLens:
             ) from exc
         if device not in (None, "auto"):
             try:
-                model = model.to(device)
+                model = model.to(device)  # type: ignore[arg-type]
             except (RuntimeError, AssertionError) as exc:
                 raise LogitLensError(
                     f"cannot move the model to device '{device}': {_first_line(exc)}"

@@ -326,7 +326,7 @@ class LensResult:
                 "prompt": self.prompts[i] if self.prompts and self.prompts[i] is not None else i,
                 "position": int(self.positions[i, j]),
                 "token": self.tokens[i][int(self.positions[i, j])],
-                "final_top1": self.token(self.stats["top_ids"][i, -1, j, 0]),
+                "final_top1": self.token(int(self.stats["top_ids"][i, -1, j, 0])),
                 "final_prob": float(self.stats["top_probs"][i, -1, j, 0]),
                 "first_stable_row": self.row_names[stable],
                 "largest_kl_drop_row": self.row_names[drop_row],

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -47,7 +47,7 @@ def _accepts(model: nn.Module, name: str) -> bool:
 
 
 def _forward_kwargs(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> dict:
-    kwargs = {"input_ids": input_ids}
+    kwargs: dict[str, Any] = {"input_ids": input_ids}
     if attention_mask is not None:
         kwargs["attention_mask"] = attention_mask
     if _accepts(model, "use_cache"):
