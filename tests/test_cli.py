@@ -99,6 +99,7 @@ def test_target_set_syntax(capsys, tiny_model_dir, tmp_path):
         (["run", "Hi", "--positions=a,b"], "--positions takes comma-separated integers"),
         (["run", "Hi", "--positions=9"], "position 9 is out of range for prompt 0"),
         (["run", "Hi", "--memory-budget", "0"], "--memory-budget must be at least 1"),
+        (["run", "Hi", "--batch-size", "0"], "--batch-size must be at least 1, got 0"),
         (["run", "Hi", "--dtype", "float8"], "argument --dtype: invalid choice"),
     ],
 )
@@ -168,11 +169,40 @@ def test_compare_two_models(capsys, tiny_model_dir, shallow_model_dir, tmp_path)
         (["--model", "m2", "--png", "x.png"], "compare writes --html"),
         (["--model", "m2", "--top-k", "0"], "--top-k must be at least 1"),
         (["--model", "no/such/model-dir"], "cannot load model"),
+        (
+            ["--model", "SELF", "--batch-size", "0"],
+            "logitlens: error: --batch-size must be at least 1, got 0",
+        ),
+        (
+            ["--model", "SELF", "--batch-size", "-3"],
+            "logitlens: error: --batch-size must be at least 1, got -3",
+        ),
     ],
 )
 def test_compare_bad_input(capsys, tiny_model_dir, extra, message):
+    extra = [str(tiny_model_dir) if x == "SELF" else x for x in extra]  # a model that loads: reach the runs
     code, _, err = run_cli(capsys, "compare", "Hi", "--model", str(tiny_model_dir), *extra)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_compare_passes_batch_size_to_every_run(capsys, tiny_model_dir, shallow_model_dir, monkeypatch):
+    from logitlens.lens import LogitLens
+
+    seen = []
+    real_run = LogitLens.run
+
+    def run(self, prompts, **kwargs):
+        seen.append((self.name, kwargs.get("batch_size")))
+        return real_run(self, prompts, **kwargs)
+
+    monkeypatch.setattr(LogitLens, "run", run)
+    argv = ["compare", "Hi", "--model", str(tiny_model_dir), "--model", str(shallow_model_dir), "--quiet"]
+    code, _, err = run_cli(capsys, *argv, "--batch-size", "3")
+    assert code == 0, err
+    assert seen == [(str(tiny_model_dir), 3), (str(shallow_model_dir), 3)]
+    seen.clear()
+    assert run_cli(capsys, *argv)[0] == 0
+    assert [b for _, b in seen] == [8, 8]  # the documented default
 
 
 def test_run_writes_html_and_png(capsys, tiny_model_dir, tmp_path):

@@ -1,4 +1,4 @@
-"""The Plotly figures (plots.py) and the static PNG (png.py), read back from the figure objects.
+"""The Plotly figures (views/plotly.py) and the static PNG (views/png.py), read back from the figure objects.
 
 Most tests use ``hand_result``: a small LensResult made by hand (2 prompts, one shorter, a repeated input
 token, tokens that look like markup, 2 targets) so that every expected value is known.
@@ -14,7 +14,13 @@ import pytest
 import torch
 
 from logitlens import LensResult, LogitLensError
-from logitlens.plots import CELL_CHARS, STATS, clip, esc, heatmap, stat_grid, trajectory
+from logitlens.stats import get_statistic
+from logitlens.views.model import CELL_CHARS, LABEL_CHARS, clip, stat_grid
+from logitlens.views.plotly import esc, heatmap, trajectory
+
+#: every drawable built-in statistic, by its registry name and by the older names that still work
+STATS = ("top_probs", "final_probs", "entropy", "kl_to_final", "cross_entropy", "agrees_with_final",
+         "target_probs", "target_ranks", "top_prob", "final_prob", "kl", "target_prob", "target_rank")  # fmt: skip
 
 VOCAB = ["The", "␣cat", "␣the", "␣dog", "␣Paris", "␣Rome", "<b>", "&amp", "␣sat", "."]
 #: prompt 0: "The cat the dog the" (␣the repeats), prompt 1: "The dog sat" (shorter: padding columns)
@@ -82,15 +88,16 @@ def _z(fig) -> np.ndarray:
 
 def _expected(res: LensResult, stat: str, prompt: int = 0, target: int = 0) -> np.ndarray:
     cols = res.columns(prompt)
-    if stat == "top_prob":
+    stat = get_statistic(stat).name
+    if stat == "top_probs":
         return res.top_probs[prompt, :, cols, 0].numpy()
-    if stat == "entropy":
-        return res.entropy[prompt, :, cols].numpy()
-    if stat == "kl":
-        return res.kl_to_final[prompt, :, cols].numpy()
-    if stat == "target_prob":
+    if stat in ("entropy", "kl_to_final", "cross_entropy"):
+        return res.stat(stat)[prompt, :, cols].numpy()
+    if stat == "agrees_with_final":
+        return res.agrees_with_final[prompt, :, cols].numpy().astype(float)
+    if stat == "target_probs":
         return res.target_probs[prompt, :, cols, target].numpy()
-    if stat == "target_rank":
+    if stat == "target_ranks":
         return np.log10(res.target_ranks[prompt, :, cols, target].numpy())
     out = np.zeros((res.n_rows, len(cols)))  # final_prob, by a plain loop
     for r in range(res.n_rows):
@@ -157,9 +164,10 @@ def test_hover_holds_topk_and_the_statistics(res):
             for i in range(res.top_k):
                 tok, p = res.top_ids[0, r, j, i], float(res.top_probs[0, r, j, i])
                 assert f"{i + 1:>2}. {esc(res.token(tok))}  {p:.3f}" in box
-            assert f"entropy {float(res.entropy[0, r, j]):.2f}" in box
+            assert f"entropy (nats) {float(res.entropy[0, r, j]):.3g}" in box
+            assert f"KL to final (nats) {float(res.kl_to_final[0, r, j]):.3g}" in box
             assert f"p(␣Paris) {float(res.target_probs[0, r, j, 0]):.3f}" in box
-            assert f"rank {int(res.target_ranks[0, r, j, 1]):,}" in box
+            assert f"rank of ␣Rome {int(res.target_ranks[0, r, j, 1]):,}" in box
     assert fig.data[0].hoverinfo == "text"
 
 
@@ -214,8 +222,12 @@ def test_size_scales_with_rows_and_columns():
 
 
 def test_errors_say_what_to_do(res):
-    with pytest.raises(LogitLensError, match="choose one of: top_prob, final_prob, entropy, kl"):
+    with pytest.raises(LogitLensError, match="choose one of: top_probs, final_probs, entropy, kl_to_final"):
         res.plot(stat="probability")
+    with pytest.raises(
+        LogitLensError, match="'top_ids' holds token ids and is not drawn; choose one of: top_probs"
+    ):
+        res.plot(stat="top_ids")
     with pytest.raises(LogitLensError, match="this result tracks: ' Paris', ' Rome'"):
         res.plot(stat="target_prob", target=" Berlin")
     with pytest.raises(LogitLensError, match="out of range: this result has 2"):
@@ -223,10 +235,10 @@ def test_errors_say_what_to_do(res):
     bare = res.replace(target_names=[], target_ids=[], target_probs=res.target_probs[..., :0])
     with pytest.raises(LogitLensError, match=r"no targets; run the lens with targets="):
         bare.plot(stat="target_rank")
-    with pytest.raises(LogitLensError, match="stat='kl'"):
+    with pytest.raises(LogitLensError, match="stat='kl_to_final'"):
         bare.plot_trajectory()
-    with pytest.raises(LogitLensError, match="choose one of: prob, kl, entropy"):
-        res.plot_trajectory(stat="rank")
+    with pytest.raises(LogitLensError, match="unknown statistic 'rnak'; choose one of: top_probs"):
+        res.plot_trajectory(stat="rnak")
 
 
 def test_trajectory_prob_and_rank_for_targets_and_prompts(res):
@@ -306,6 +318,61 @@ def test_png_of_40_positions_by_40_rows(tmp_path):
     assert len(texts) == 40 * 40 and texts[0] == clip(big.top_tokens(0)[0][0], CELL_CHARS)
     labels = [t.get_text() for t in ax.get_xticklabels()]
     assert len(set(labels)) == 40  # repeated tokens, distinct labels
+
+
+def _first_top1_row(res, prompt: int, j: int, t: int) -> str | None:
+    """By a plain loop: the first row from which target t stays rank 1 (None: not at the last row)."""
+    first = None
+    for r in range(res.n_rows - 1, -1, -1):
+        if int(res.target_ranks[prompt, r, j, t]) > 1:
+            break
+        first = res.row_names[r]
+    return first
+
+
+@pytest.mark.parametrize("prompt", [0, 1])
+def test_png_cells_ticks_and_subtitle(prompt):
+    from matplotlib.colors import to_hex
+
+    from logitlens.png import MATCH, figure
+
+    res = hand_result()
+    fig = figure(res, prompt, stat="kl")
+    ax = fig.axes[0]
+    cols = res.columns(prompt)
+    expected = [
+        (c, r, clip(res.token(res.top_ids[prompt, r, j, 0]), CELL_CHARS))
+        for r in range(res.n_rows)
+        for c, j in enumerate(cols)
+    ]
+    assert [(*t.get_position(), t.get_text()) for t in ax.texts] == expected  # every cell, its own row
+    assert [t.get_text() for t in ax.get_yticklabels()] == res.row_names
+    assert [t.get_text() for t in ax.get_xticklabels()] == [
+        f"{clip(res.tokens[prompt][j], LABEL_CHARS)}\n{j}" for j in cols
+    ]
+    top = ax.child_axes[0]  # the next-token axis
+    seq = res.input_ids[prompt]
+    hits = [j + 1 < len(seq) and int(res.top_ids[prompt, -1, j, 0]) == seq[j + 1] for j in cols]
+    nexts = [res.token(seq[j + 1]) if j + 1 < len(seq) else "" for j in cols]
+    labels = top.get_xticklabels()
+    assert [t.get_text() for t in labels] == [
+        ("✓" if h else "") + clip(n, LABEL_CHARS) for n, h in zip(nexts, hits, strict=True)
+    ]
+    assert [to_hex(t.get_color()) for t in labels] == [MATCH if h else "#000000" for h in hits]
+    assert [t.get_fontweight() for t in labels] == ["bold" if h else "normal" for h in hits]
+    if prompt == 0:
+        assert any(hits) and not all(hits)  # so that an inverted mark shows
+    last = cols[-1]
+    lines = ["hand-made · colour: KL to final (nats) · logit lens"]
+    for t, name in enumerate(["␣Paris", "␣Rome"]):
+        p, rank = float(res.target_probs[prompt, -1, last, t]), int(res.target_ranks[prompt, -1, last, t])
+        assert f"{p:.3f}" != f"{float(res.target_probs[prompt, 0, last, t]):.3f}"  # rows tell apart
+        first = _first_top1_row(res, prompt, last, t)
+        lines.append(
+            f"{name} at the last position: p {p:.3f}, rank {rank:,} in the last row"
+            + (f", top-1 from row {first}" if first is not None else ", never top-1")
+        )
+    assert [t.get_text() for t in fig.texts] == [res.prompts[prompt], "\n".join(lines)]
 
 
 def test_png_writes_tokens_literally(tmp_path):

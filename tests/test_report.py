@@ -1,4 +1,5 @@
-"""The standalone HTML report, the model comparison and the notebook view (report.py), offline."""
+"""The standalone HTML report, the model comparison and the notebook view (views/report.py, compare.py),
+offline."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ import re
 import numpy as np
 import pytest
 
-from logitlens import LogitLensError
-from logitlens.report import (
-    compare,
-    compare_figure,
+from logitlens import LensResult, LogitLensError
+from logitlens.compare import compare
+from logitlens.views.plotly import compare_figure
+from logitlens.views.report import (
     notebook_html,
     report_html,
     scrub_js,
@@ -121,6 +122,53 @@ def test_compare_heatmaps_side_by_side_and_curves_on_relative_depth(pair):
     assert labels[:4] == ["p(top-1)", "p(final top-1)", "entropy (nats)", "KL to final (nats)"]
     # the heatmaps' x axes are distinct from the curves' shared-depth axes
     assert heat[0].xaxis != lines[0].xaxis
+
+
+def test_compare_curves_sit_at_each_rows_depth():
+    """x of every curve is its row's relative depth from the row specs (not row index / (R - 1))."""
+    small = hand_result(n_rows=4, seed=1, model="small").replace(row_names=["embed", "0", "1.attn", "1"])
+    deep = hand_result(n_rows=7, seed=2, model="deep")
+    fig = compare_figure([small, deep], prompt=0)
+    lines = [d for d in fig.data if d.type == "scatter"]
+    assert len(lines) == 3 * 2
+    for i, line in enumerate(lines):
+        res = (small, deep)[i % 2]
+        assert list(line.x) == pytest.approx(res.depths)
+        assert list(line.text) == res.row_names
+    assert small.depths == [0.0, 0.5, 0.75, 1.0]  # not row index / 3
+    assert deep.depths == pytest.approx([r / 6 for r in range(7)])
+    # curves in order: KL (small, deep), entropy (small, deep), p(␣Paris) (small, deep)
+    np.testing.assert_allclose(lines[1].y, deep.kl_to_final[0, :, 4].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(lines[2].y, small.entropy[0, :, 4].numpy(), rtol=1e-6)
+
+
+class _FakeLens:
+    """Stands in for a LogitLens: records what ``run`` is given and returns a hand-made result."""
+
+    def __init__(self, name: str, n_rows: int):
+        self.name, self.n_rows, self.calls = name, n_rows, []
+
+    def run(self, prompt, **kwargs) -> LensResult:
+        self.calls.append(kwargs)
+        return hand_result(n_rows=self.n_rows, model=self.name).select(0).replace(prompts=[prompt])
+
+
+def test_compare_passes_batch_size_and_options_to_each_run():
+    lenses = [_FakeLens("a", 4), _FakeLens("b", 6)]
+    fig = compare(lenses, "The cat the dog the", targets=[" Paris"], top_k=3, batch_size=2)
+    assert [c for lens in lenses for c in lens.calls] == [
+        {"targets": [" Paris"], "top_k": 3, "batch_size": 2}
+    ] * 2
+    assert [d.name for d in fig.data if d.type == "heatmap"] == ["a", "b"]
+    compare(lenses, "The cat the dog the")
+    assert all("batch_size" not in lens.calls[-1] for lens in lenses)  # None: each lens's own
+
+
+def test_compare_batch_size_on_a_real_lens(lens):
+    fig = compare([lens, lens], "Hello world, hello", batch_size=1, top_k=2)
+    assert len([d for d in fig.data if d.type == "heatmap"]) == 2
+    with pytest.raises(LogitLensError, match="batch_size must be a positive integer, got 0"):
+        compare([lens], "Hello", batch_size=0)
 
 
 def test_compare_drops_the_target_curve_when_targets_differ(pair):

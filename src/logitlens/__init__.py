@@ -7,9 +7,9 @@ Example:
 """
 
 from .architectures import ARCHITECTURES, Architecture, register_architecture
+from .compare import compare
 from .errors import LogitLensError
 from .lens import LogitLens
-from .report import compare
 from .result import LensResult
 
 __all__ = [

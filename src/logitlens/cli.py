@@ -17,6 +17,8 @@ from pathlib import Path
 
 from .errors import LogitLensError
 
+__all__ = ["EXIT_BAD_INPUT", "build_parser", "main"]
+
 EXIT_BAD_INPUT = 2
 
 
@@ -168,7 +170,7 @@ def _cmd_run(args) -> int:
         batch_size=args.batch_size,
     )
     if not args.quiet:
-        from .terminal import print_result
+        from .views.terminal import print_result
 
         print_result(res)
     _write_outputs(res, args)
@@ -188,13 +190,20 @@ def _cmd_compare(args) -> int:
         lens = _load(name, args)
         top_k = min(args.top_k, lens.decoder.vocab_size)
         results.append(
-            lens.run(prompts, top_k=top_k, targets=targets, positions=args.positions, truncate=args.truncate)
+            lens.run(
+                prompts,
+                top_k=top_k,
+                targets=targets,
+                positions=args.positions,
+                truncate=args.truncate,
+                batch_size=args.batch_size,
+            )
         )
         names.append(lens.name)
     if not args.quiet:
         from rich.console import Console
 
-        from .terminal import render
+        from .views.terminal import render
 
         console = Console()
         for name, res in zip(names, results, strict=True):
@@ -202,29 +211,30 @@ def _cmd_compare(args) -> int:
             console.print(render(res, 0))
         console.print(_depth_table(names, results))
     if args.html:
-        from .report import write_compare_html
+        from .views.report import write_compare_html
 
         print(f"wrote {write_compare_html(results, names, args.html)}", file=sys.stderr)
     return 0
 
 
 def _depth_table(names, results):
-    """Where each model settles on its answer, on a shared relative-depth scale 0..1."""
+    """Where each model settles on its answer, on a shared relative-depth scale 0..1 (from the row specs)."""
     from rich.table import Table
+
+    from .views.model import prompt_summary
 
     table = Table(title="final top-1 and where it settles (relative depth 0 = embeddings, 1 = output)")
     for col in ("model", "rows", "final top-1", "p", "stays top-1 from row", "relative depth"):
         table.add_column(col)
     for name, res in zip(names, results, strict=True):
-        s = res.summary().iloc[0]
-        depth = res.row_names.index(s["first_stable_row"]) / max(1, res.n_rows - 1)
+        s = prompt_summary(res, 0)
         table.add_row(
             name,
             str(res.n_rows),
-            s["final_top1"],
-            f"{s['final_prob']:.3f}",
-            s["first_stable_row"],
-            f"{depth:.2f}",
+            s.final_top1,
+            f"{s.final_prob:.3f}",
+            s.first_stable_row,
+            f"{s.first_stable_depth:.2f}",
         )
     return table
 
@@ -234,11 +244,11 @@ def _write_outputs(res, args) -> None:
     if getattr(args, "json", None):
         written.append(res.save(args.json))
     if args.html:
-        from .report import write_html
+        from .views.report import write_html
 
         written.append(write_html(res, args.html))
     if args.png:
-        from .png import write_png
+        from .views.png import write_png
 
         written.append(write_png(res, args.png))
     for path in written:

@@ -1,0 +1,107 @@
+"""The rich terminal views (views/terminal.py): every cell, its colour, the header and footer, the top-k
+table and the summary line, read from the Table objects and from a recording Console."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+from rich.console import Console
+
+from logitlens.views.model import clip
+from logitlens.views.terminal import cell_style, grid_table, print_result, render, topk_table
+from test_plots import hand_result
+
+
+@pytest.fixture(scope="module")
+def res():
+    return hand_result()
+
+
+def _next(res, prompt: int, j: int) -> str:
+    ids = res.input_ids[prompt]
+    return res.token(ids[j + 1]) if j + 1 < len(ids) else ""
+
+
+@pytest.mark.parametrize("prompt", [0, 1])
+def test_grid_cells_colours_header_and_footer(res, prompt):
+    table = grid_table(res, prompt, max_columns=12, cell_width=9)
+    cols = res.columns(prompt)
+    assert len(table.columns) == 1 + len(cols)
+    assert [str(c) for c in table.columns[0]._cells] == res.row_names  # embed at the top
+    assert table.columns[0].footer == "next →"
+    for c, j in enumerate(cols):
+        column = table.columns[c + 1]
+        assert column.header == clip(res.tokens[prompt][j], 9)
+        assert column.footer == clip(_next(res, prompt, j), 9)  # the NEXT token, not this one
+        for r in range(res.n_rows):
+            cell = column._cells[r]
+            assert cell.plain == clip(res.token(res.top_ids[prompt, r, j, 0]), 9)
+            assert str(cell.style) == cell_style(float(res.top_probs[prompt, r, j, 0]))
+
+
+def test_grid_differs_between_rows_so_a_wrong_row_shows(res):
+    """The checks above can tell rows apart: cells and colours differ from the final row somewhere."""
+    table = grid_table(res, 0)
+    last = [(c._cells[-1].plain, str(c._cells[-1].style)) for c in table.columns[1:]]
+    for r in range(res.n_rows - 1):
+        assert [c._cells[r].plain for c in table.columns[1:]] != [x for x, _ in last]
+        assert [str(c._cells[r].style) for c in table.columns[1:]] != [y for _, y in last]
+
+
+def test_grid_keeps_the_last_columns(res):
+    table = grid_table(res, 0, max_columns=3)
+    assert [c.header for c in table.columns[1:]] == [res.tokens[0][j] for j in (2, 3, 4)]
+    assert [c._cells[0].plain for c in table.columns[1:]] == [
+        res.token(res.top_ids[0, 0, j, 0]) for j in (2, 3, 4)
+    ]
+    assert "last 3 of 5 positions" in str(table.title)
+
+
+@pytest.mark.parametrize(("prompt", "position"), [(0, -1), (0, 1), (1, -1)])
+def test_topk_table_probabilities_and_targets_per_row(res, prompt, position):
+    table = topk_table(res, prompt, position=position)
+    j = res.columns(prompt)[position]
+    assert table.title == f"top-3 per row after {res.tokens[prompt][j]!r} (position {j})"
+    assert [c.header for c in table.columns] == ["row", "#1", "#2", "#3", "p / rank ␣Paris", "p / rank ␣Rome"]
+    assert [str(c) for c in table.columns[0]._cells] == res.row_names
+    for r in range(res.n_rows):
+        for i in range(3):
+            cell = table.columns[1 + i]._cells[r]
+            prob = float(res.top_probs[prompt, r, j, i])
+            assert cell.plain == f"{clip(res.token(res.top_ids[prompt, r, j, i]), 12)} {prob:.2f}"
+            assert str(cell.style) == (cell_style(prob) if i == 0 else "")
+        for t in range(2):
+            p, rank = float(res.target_probs[prompt, r, j, t]), int(res.target_ranks[prompt, r, j, t])
+            assert table.columns[4 + t]._cells[r] == f"{p:.3f} / {rank}"
+
+
+def test_render_to_a_recording_console(res):
+    console = Console(record=True, width=160, file=io.StringIO())
+    console.print(render(res, 0, k=3))
+    text = console.export_text()
+    lines = text.splitlines()
+    cols = res.columns(0)
+    for r, name in enumerate(res.row_names):  # grid rows, embed first, cells in column order
+        cells = [res.token(res.top_ids[0, r, j, 0]) for j in cols]
+        pattern = rf"^│\s*{re.escape(name)}\s*│" + r"│".join(rf"\s*{re.escape(c)}\s*" for c in cells) + "│$"
+        assert any(re.match(pattern, line) for line in lines), (name, cells)
+    footer = [_next(res, 0, j) for j in cols]
+    pattern = r"^│next → │" + r"│".join(rf"\s*{re.escape(c)}\s*" for c in footer) + "│$"
+    assert any(re.match(pattern, line) for line in lines)
+    s = res.summary().iloc[0]
+    firsts = [res.first_row(target=t)[0] for t in range(2)]
+    assert (
+        f"final top-1 {s['final_top1']} ({s['final_prob']:.2f})  stays top-1 from row {s['first_stable_row']}"
+        f"  largest KL drop at row {s['largest_kl_drop_row']}"
+        f"  ␣Paris top-1 from row {firsts[0] or 'never'}  ␣Rome top-1 from row {firsts[1] or 'never'}"
+    ) in text
+
+
+def test_print_result_prints_every_prompt(res):
+    console = Console(record=True, width=160, file=io.StringIO())
+    print_result(res, console=console)
+    text = console.export_text()
+    assert text.count("top-1 token per row x") == 2  # the narrow grid wraps its title
+    assert "The cat the dog the" in text and "The dog sat" in text
