@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint format bench clean
+.PHONY: setup demo docs-picture test lint format bench clean
 
 setup: $(STAMP)
 
@@ -19,8 +19,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# `make demo` writes its picture outside the tracked tree ($(DEMO_OUT)); `make docs-picture` regenerates
+# the README's docs/eiffel.png on purpose.
+DEMO_OUT ?= .demo
+DEMO_PROMPT := "The Eiffel Tower is in the city of"
+
 demo: $(STAMP)
-	$(VENV)/bin/logitlens run "The Eiffel Tower is in the city of" --target " Paris" --png docs/eiffel.png
+	mkdir -p $(DEMO_OUT)
+	$(VENV)/bin/logitlens run $(DEMO_PROMPT) --answer " Paris" --png $(DEMO_OUT)/eiffel.png
+
+docs-picture: $(STAMP)
+	HF_HUB_OFFLINE=1 $(VENV)/bin/logitlens run $(DEMO_PROMPT) --answer " Paris" --png docs/eiffel.png --quiet
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest
@@ -60,4 +69,4 @@ bench: $(STAMP) $(BENCH_STAMP)
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_peers.py --venv $(BENCH_VENV) $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) .bench .pytest_cache .ruff_cache src/*.egg-info
+	rm -rf $(VENV) $(BENCH_VENV) .bench .demo .pytest_cache .ruff_cache src/*.egg-info

@@ -102,6 +102,8 @@ def test_statistic_menu_recolours_the_heatmap(browser, tmp_path):
             ".some(t => t.textContent.includes('KL to final'))",
             timeout=10_000,
         )
+        caption = " ".join(_texts(page, "#heatmap-0 .gtitle"))
+        assert "colour: KL to final (nats)" in caption and "p(top-1)" not in caption  # it follows the menu
         kl = page.evaluate("document.getElementById('heatmap-0').data[0].z")
         res = hand_result()
         expected = res.kl_to_final[0, :, res.columns(0)].tolist()
@@ -124,5 +126,59 @@ def test_comparison_page_draws_offline(browser, tmp_path):
         assert html.unescape(clip(pair[1].top_tokens(0)[-1][0], 7)) in cells
         assert [u for u in page.requests if not u.startswith(("file:", "data:", "blob:", "about:"))] == []
         assert page.errors == []
+    finally:
+        page.close()
+
+
+def _boxes(page, selector: str) -> list[dict]:
+    return page.eval_on_selector_all(
+        selector,
+        "els => els.map(e => { const r = e.getBoundingClientRect();"
+        " return {left: r.left, right: r.right, top: r.top, bottom: r.bottom, text: e.textContent}; })",
+    )
+
+
+def test_a_60_token_prompt_fits_1400_pixels_with_labels_in_view(browser, tmp_path):
+    res = hand_result(n_rows=8, inputs=[[i % 10 for i in range(60)]])
+    path = write_html(res, tmp_path / "long.html")
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    try:
+        page.goto(path.as_uri())
+        page.wait_for_selector("#heatmap-0 .heatmaplayer text", timeout=30_000)
+        page.evaluate(
+            "() => { window.scrollTo(document.scrollingElement.scrollWidth, 0);"
+            " document.querySelectorAll('.figure').forEach(f => f.scrollLeft = f.scrollWidth); }"
+        )
+        assert page.evaluate("document.scrollingElement.scrollWidth") <= 1400  # no page-wide scroller
+        page.locator("#heatmap-0").scroll_into_view_if_needed()
+        rows = _boxes(page, "#heatmap-0 .ytick text")
+        assert [b["text"].split()[0] for b in rows][:2] == ["embeddings", "0"]
+        for what in ("#heatmap-0 .ytick text", "#heatmap-0 .colorbar", "#heatmap-0 .updatemenu-header"):
+            boxes = _boxes(page, what)
+            assert boxes and all(b["left"] >= 0 and b["right"] <= 1400 for b in boxes), (what, boxes)
+        heads = sorted(_boxes(page, "#heatmap-0 .xtick text"), key=lambda b: b["left"])
+        assert heads and heads[-1]["text"].endswith("59")  # the window ends at the last position
+        assert all(
+            a["right"] <= b["left"] + 0.5 for a, b in zip(heads, heads[1:], strict=False)
+        )  # no overlap
+        assert len(heads) < 60
+        cells = _texts(page, "#heatmap-0 .heatmaplayer text")
+        assert clip(res.top_tokens(0)[-1][-1], CELL_CHARS) in cells  # cell text kept at this width
+    finally:
+        page.close()
+
+
+def test_a_three_model_comparison_fits_1400_pixels(browser, tmp_path):
+    trio = [
+        hand_result(n_rows=r, seed=r, model=f"m{r}", inputs=[[i % 10 for i in range(20)]]) for r in (4, 6, 8)
+    ]
+    path = write_compare_html(trio, None, tmp_path / "compare.html")
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    try:
+        page.goto(path.as_uri())
+        page.wait_for_selector("#compare .heatmaplayer text", timeout=30_000)
+        assert page.evaluate("document.scrollingElement.scrollWidth") <= 1400
+        box = _boxes(page, "#compare .main-svg")[0]
+        assert box["right"] <= 1400
     finally:
         page.close()

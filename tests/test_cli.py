@@ -96,8 +96,8 @@ def test_target_set_syntax(capsys, tiny_model_dir, tmp_path):
             ["run", "Hi", "--prompts-file", "/no/such/file.txt"],
             "cannot read prompts file '/no/such/file.txt'",
         ),
-        (["run", "Hi", "--positions=a,b"], "--positions takes comma-separated integers"),
-        (["run", "Hi", "--positions=9"], "position 9 is out of range for prompt 0"),
+        (["run", "Hi", "--positions=a,b"], "argument --positions: give comma-separated integers"),
+        (["run", "Hi", "--positions=9"], "position 9 is out of range for prompt 1"),
         (["run", "Hi", "--memory-budget", "0"], "--memory-budget must be at least 1"),
         (["run", "Hi", "--batch-size", "0"], "--batch-size must be at least 1, got 0"),
         (["run", "Hi", "--dtype", "float8"], "argument --dtype: invalid choice"),
@@ -113,7 +113,7 @@ def test_bad_input_exits_2_with_one_line(capsys, tiny_model_dir, argv, message):
 
 def test_unknown_model(capsys, tmp_path):
     code, _, err = run_cli(capsys, "run", "Hi", "--model", str(tmp_path / "nothing-here"))
-    assert code == 2 and "cannot load model" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and "there is no folder" in err and len(err.strip().splitlines()) == 1
 
 
 def test_truncate_flag(capsys, tiny_model_dir):
@@ -121,7 +121,7 @@ def test_truncate_flag(capsys, tiny_model_dir):
         capsys, "run", "x " * 80, "--model", str(tiny_model_dir), "--truncate", "--quiet"
     )
     assert code == 0
-    assert "logitlens: warning: prompt 0: kept the last 64 of" in err
+    assert "logitlens: warning: prompt 1: kept the last 64 of" in err
 
 
 def test_entry_point_help():
@@ -166,9 +166,9 @@ def test_compare_two_models(capsys, tiny_model_dir, shallow_model_dir, tmp_path)
     ("extra", "message"),
     [
         ([], "compare needs at least two models"),
-        (["--model", "m2", "--png", "x.png"], "compare writes --html"),
+        (["--model", "m2", "--png", "x.txt"], "--png x.txt: the file name must end in .png"),
         (["--model", "m2", "--top-k", "0"], "--top-k must be at least 1"),
-        (["--model", "no/such/model-dir"], "cannot load model"),
+        (["--model", "no/such/model-dir"], "there is no folder 'no/such/model-dir'"),
         (
             ["--model", "SELF", "--batch-size", "0"],
             "logitlens: error: --batch-size must be at least 1, got 0",

@@ -32,7 +32,9 @@ def test_final_row_says_paris_and_earlier_rows_do_not(default_lens):
     assert "␣Paris" not in early
     summary = res.summary().iloc[0]
     assert summary["final_top1"] == "␣Paris"
-    assert res.row_names.index(summary["first_stable_row"]) > res.n_rows // 2
+    assert summary["first_stable_layer"] > res.n_layers // 2 and summary["first_stable_row"].startswith(
+        "after block"
+    )
 
 
 def test_last_row_equals_model_logits(default_lens):

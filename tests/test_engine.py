@@ -190,9 +190,10 @@ def test_summary_first_row_and_dataframe(lens):
     res = lens.run(PROMPTS[:2], top_k=2, targets=[" Paris"])
     s = res.summary()
     assert list(s["prompt"]) == PROMPTS[:2]
-    assert set(s.columns) >= {"final_top1", "first_stable_row", "largest_kl_drop_row", "p( Paris)"}
+    assert set(s.columns) >= {"final_top1", "first_stable_row", "kl_falls", "logprob_rises", "p( Paris)"}
     agree = res.agrees_with_final[0, :, len(res.input_ids[0]) - 1].tolist()
-    stable = res.row_names.index(s["first_stable_row"][0])
+    stable = [r.layer for r in res.rows].index(s["first_stable_layer"][0])
+    assert s["first_stable_row"][0] == res.rows[stable].label
     assert all(agree[stable:]) and (stable == 0 or not agree[stable - 1])
     df = res.to_dataframe()
     assert len(df) == (len(res.input_ids[0]) + len(res.input_ids[1])) * res.n_rows
@@ -245,9 +246,9 @@ def test_select_prompts(lens):
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda L: L.run(""), "prompt 0 is empty"),
-        (lambda L: L.run(["ok", ""]), "prompt 1 is empty"),
-        (lambda L: L.run([[]]), "prompt 0 is empty: it has no tokens"),
+        (lambda L: L.run(""), "prompt 1 is empty"),
+        (lambda L: L.run(["ok", ""]), "prompt 2 is empty"),
+        (lambda L: L.run([[]]), "prompt 1 is empty: it has no tokens"),
         (lambda L: L.run([list(range(70))]), "has 70 tokens but the model's context is 64"),
         (lambda L: L.run("Hello", top_k=0), "top_k must be an integer from 1"),
         (lambda L: L.run("Hello", top_k=10**6), "top_k must be an integer from 1"),
@@ -256,10 +257,10 @@ def test_select_prompts(lens):
         (lambda L: L.run("Hello", targets=[10**6]), "target token id 1000000 is outside"),
         (lambda L: L.run("Hello", targets=[()]), "a target set is empty"),
         (lambda L: L.run("Hello", targets=[1.5]), "a target must be a string or a token id"),
-        (lambda L: L.run("Hello", positions=[5]), "position 5 is out of range for prompt 0"),
+        (lambda L: L.run("Hello", positions=[5]), "position 5 is out of range for prompt 1"),
         (lambda L: L.run("Hello", positions=[]), "positions is empty"),
         (lambda L: L.run(42), "prompts must be a string"),
-        (lambda L: L.run([3.5]), "prompt 0 is a float"),
+        (lambda L: L.run([3.5]), "prompt 1 is a float"),
         (
             lambda L: L.run(torch.tensor([[1, 2, 3]]), attention_mask=torch.tensor([[1, 0, 1]])),
             "the attention mask has holes",
@@ -272,7 +273,7 @@ def test_select_prompts(lens):
         (lambda L: L.run("Hello", batch_size=-1), "batch_size must be a positive integer, got -1"),
         (lambda L: L.run("Hello", batch_size=0), "batch_size must be a positive integer, got 0"),
         (lambda L: L.run("Hello", lens="tuned"), "lens must be a logitlens.Lens, got str"),
-        (lambda L: L.run("Hello").summary(position=10), "position 10 is out of range for prompt 0"),
+        (lambda L: L.run("Hello").summary(position=10), "position 10 is out of range for prompt 1"),
         (lambda L: L.run("Hello", targets=[1]).first_row(target=3), "target 3 is out of range"),
         (lambda L: L.run("Hello").first_row(), "this result has no targets"),
         (lambda L: L.run("Hello").select([5]), "prompt index out of range"),
@@ -318,9 +319,11 @@ def test_from_pretrained_local_folder_no_remote_code(tiny_model_dir, monkeypatch
 
 
 def test_from_pretrained_errors(tmp_path):
-    with pytest.raises(LogitLensError, match="cannot load model 'no/such-model-here'"):
+    with pytest.raises(
+        LogitLensError, match="model 'no/such-model-here' is not a local folder and not in the"
+    ):
         LogitLens.from_pretrained("no/such-model-here")
-    with pytest.raises(LogitLensError, match=r"cannot load model .*\(local directory\)"):
+    with pytest.raises(LogitLensError, match=r"folder '.*' is not a model: it has no config.json"):
         LogitLens.from_pretrained(str(tmp_path))
     with pytest.raises(LogitLensError, match="unknown dtype 'float8'; choose one of"):
         LogitLens.from_pretrained(str(tmp_path), dtype="float8")

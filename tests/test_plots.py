@@ -15,7 +15,7 @@ import torch
 
 from logitlens import LensResult, LogitLensError
 from logitlens.stats import get_statistic
-from logitlens.views.model import CELL_CHARS, LABEL_CHARS, clip, stat_grid
+from logitlens.views.model import CELL_CHARS, LABEL_CHARS, clip, prompt_summary, row_labels, stat_grid
 from logitlens.views.plotly import esc, heatmap, trajectory
 
 #: every drawable built-in statistic, by its registry name and by the older names that still work
@@ -126,7 +126,8 @@ def test_rows_embed_at_bottom_last_layer_at_top(res):
     fig = res.plot()
     y = fig.layout.yaxis
     assert list(fig.data[0].y) == list(range(res.n_rows))
-    assert list(y.tickvals) == list(range(res.n_rows)) and list(y.ticktext) == res.row_names
+    labels = row_labels(res, prompt_summary(res, 0).critical_rows)
+    assert list(y.tickvals) == list(range(res.n_rows)) and list(y.ticktext) == labels
     assert y.autorange != "reversed" and y.range[0] < y.range[1]  # row 0 (embed) at the bottom
 
 
@@ -211,7 +212,8 @@ def test_statistic_menu_switches_z(res):
     assert "p(␣Rome)" in labels and "rank of ␣Paris" in labels
     kl = buttons[labels.index("KL to final (nats)")].args[0]
     np.testing.assert_allclose(np.array(kl["z"][0], dtype=float), _expected(res, "kl"), rtol=1e-6)
-    assert list(buttons[0].args[1]) == [0]  # only the heatmap trace is restyled
+    assert list(buttons[0].args[2]) == [0]  # only the heatmap trace is restyled
+    assert "colour: KL to final (nats)" in buttons[labels.index("KL to final (nats)")].args[1]["title.text"]
 
 
 def test_size_scales_with_rows_and_columns():
@@ -264,7 +266,7 @@ def test_trajectory_kl_and_entropy_per_prompt(res, stat):
     np.testing.assert_allclose(fig.data[1].y, data[1, :, res.columns(1)[-1]].numpy(), rtol=1e-6)
     mean = trajectory(res, stat=stat, position="mean")
     np.testing.assert_allclose(mean.data[1].y, data[1, :, :3].mean(-1).numpy(), rtol=1e-6)
-    with pytest.raises(LogitLensError, match="out of range for prompt 1"):
+    with pytest.raises(LogitLensError, match="out of range for prompt 2"):
         trajectory(res, stat=stat, position=3)
 
 
@@ -294,12 +296,13 @@ def _png(path):
 
 
 def test_png_has_the_expected_size_and_is_not_blank(res, tmp_path):
-    from logitlens.png import CELL_H, CELL_W, write_png
+    from logitlens.png import CELL_H, CELL_W, figure, write_png
 
     out = write_png(res, tmp_path / "r.png", stat="kl", dpi=100)
     img = _png(out)
-    width = (0.9 + 1.5 + CELL_W * 5) * 100
-    height = (1.45 + 0.2 + 0.85 + CELL_H * max(res.n_rows, 6)) * 100  # 2 targets: 1 more title line
+    width = (1.3 + 1.5 + CELL_W * 5) * 100
+    lines = len(figure(res, stat="kl").texts[1].get_text().splitlines())  # grey lines, wrapped to the width
+    height = (1.45 + 0.2 * (lines - 2) + 0.85 + CELL_H * max(res.n_rows, 6)) * 100
     assert abs(img.shape[1] - width) <= 1 and abs(img.shape[0] - height) <= 1
     rgb = img[..., :3].reshape(-1, 3)
     assert rgb.std() > 0.1
@@ -330,6 +333,11 @@ def _first_top1_row(res, prompt: int, j: int, t: int) -> str | None:
     return first
 
 
+def _label(res, name: str) -> str:
+    """A row's label ("after block 2") from its name ("2")."""
+    return res.rows[res.row_names.index(name)].label
+
+
 @pytest.mark.parametrize("prompt", [0, 1])
 def test_png_cells_ticks_and_subtitle(prompt):
     from matplotlib.colors import to_hex
@@ -346,7 +354,9 @@ def test_png_cells_ticks_and_subtitle(prompt):
         for c, j in enumerate(cols)
     ]
     assert [(*t.get_position(), t.get_text()) for t in ax.texts] == expected  # every cell, its own row
-    assert [t.get_text() for t in ax.get_yticklabels()] == res.row_names
+    assert [t.get_text() for t in ax.get_yticklabels()] == row_labels(
+        res, prompt_summary(res, prompt).critical_rows
+    )
     assert [t.get_text() for t in ax.get_xticklabels()] == [
         f"{clip(res.tokens[prompt][j], LABEL_CHARS)}\n{j}" for j in cols
     ]
@@ -370,9 +380,13 @@ def test_png_cells_ticks_and_subtitle(prompt):
         first = _first_top1_row(res, prompt, last, t)
         lines.append(
             f"{name} at the last position: p {p:.3f}, rank {rank:,} in the last row"
-            + (f", top-1 from row {first}" if first is not None else ", never top-1")
+            + (f", top-1 from: {_label(res, first)}" if first is not None else ", never top-1")
         )
-    assert [t.get_text() for t in fig.texts] == [res.prompts[prompt], "\n".join(lines)]
+    title, sub = (t.get_text() for t in fig.texts)
+    assert title == res.prompts[prompt]
+    assert " ".join(sub.split()).startswith(" ".join(" ".join(lines).split()))  # wrapped, never cut
+    assert max(map(len, sub.splitlines())) <= (fig.get_size_inches()[0] - 0.7) * 12
+    assert "◆ log p(final top-1) rises most after block" in " ".join(sub.split())
 
 
 def test_png_writes_tokens_literally(tmp_path):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from logitlens import LensResult, LogitLensError
-from logitlens.compare import compare
+from logitlens.comparison import compare
 from logitlens.views.plotly import compare_figure
 from logitlens.views.report import (
     notebook_html,
@@ -88,11 +88,25 @@ def test_write_html_error_names_the_path(res, tmp_path):
         write_html(res, tmp_path / "no" / "r.html")
 
 
-def test_repr_html_is_self_contained(res):
+def test_repr_html_is_self_contained(res, monkeypatch):
+    from logitlens.views import report
+
+    monkeypatch.setitem(report._NOTEBOOK, "plotlyjs_sent", False)  # a fresh notebook session
     text = res._repr_html_()
-    assert re.sub(r"[0-9a-f-]{36}", "ID", text) == re.sub(r"[0-9a-f-]{36}", "ID", notebook_html(res))
+    again = notebook_html(res, embed_plotlyjs=True)
+    assert re.sub(r"[0-9a-f-]{36}", "ID", text) == re.sub(r"[0-9a-f-]{36}", "ID", again)
     assert text.startswith("<script>") and "plotly.js v" in text and "Plotly.newPlot(" in text
     assert_offline(text)
+    assert f"prompt 1 of {res.n_prompts}; show another" in text  # a multi-prompt result says so
+
+
+def test_notebook_embeds_plotlyjs_once_per_session(res, monkeypatch):
+    from logitlens.views import report
+
+    monkeypatch.setitem(report._NOTEBOOK, "plotlyjs_sent", False)
+    first, second = res._repr_html_(), res._repr_html_()
+    assert len(first) > 1_000_000 > 200_000 > len(second)  # plotly.js (~4.8 MB) once, not per output
+    assert "Plotly.newPlot(" in second and "if (!window.Plotly)" in second
 
 
 # ---- comparing models ----------------------------------------------------------------------------------

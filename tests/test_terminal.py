@@ -9,7 +9,7 @@ import re
 import pytest
 from rich.console import Console
 
-from logitlens.views.model import clip
+from logitlens.views.model import clip, prompt_summary, row_labels
 from logitlens.views.terminal import cell_style, grid_table, print_result, render, topk_table
 from test_plots import hand_result
 
@@ -29,7 +29,9 @@ def test_grid_cells_colours_header_and_footer(res, prompt):
     table = grid_table(res, prompt, max_columns=12, cell_width=9)
     cols = res.columns(prompt)
     assert len(table.columns) == 1 + len(cols)
-    assert [str(c) for c in table.columns[0]._cells] == res.row_names  # embed at the top
+    labels = row_labels(res, prompt_summary(res, prompt).critical_rows)
+    assert labels[0] == "embeddings" and labels[1].split()[0] == "0"
+    assert [str(c) for c in table.columns[0]._cells] == labels  # embed at the top
     assert table.columns[0].footer == "next →"
     for c, j in enumerate(cols):
         column = table.columns[c + 1]
@@ -65,7 +67,9 @@ def test_topk_table_probabilities_and_targets_per_row(res, prompt, position):
     j = res.columns(prompt)[position]
     assert table.title == f"top-3 per row after {res.tokens[prompt][j]!r} (position {j})"
     assert [c.header for c in table.columns] == ["row", "#1", "#2", "#3", "p / rank ␣Paris", "p / rank ␣Rome"]
-    assert [str(c) for c in table.columns[0]._cells] == res.row_names
+    assert [str(c) for c in table.columns[0]._cells] == row_labels(
+        res, prompt_summary(res, prompt).critical_rows
+    )
     for r in range(res.n_rows):
         for i in range(3):
             cell = table.columns[1 + i]._cells[r]
@@ -83,20 +87,22 @@ def test_render_to_a_recording_console(res):
     text = console.export_text()
     lines = text.splitlines()
     cols = res.columns(0)
-    for r, name in enumerate(res.row_names):  # grid rows, embed first, cells in column order
+    summary = prompt_summary(res, 0)
+    for r, name in enumerate(row_labels(res, summary.critical_rows)):  # grid rows, embed first
         cells = [res.token(res.top_ids[0, r, j, 0]) for j in cols]
         pattern = rf"^│\s*{re.escape(name)}\s*│" + r"│".join(rf"\s*{re.escape(c)}\s*" for c in cells) + "│$"
         assert any(re.match(pattern, line) for line in lines), (name, cells)
     footer = [_next(res, 0, j) for j in cols]
-    pattern = r"^│next → │" + r"│".join(rf"\s*{re.escape(c)}\s*" for c in footer) + "│$"
+    pattern = r"^│\s*next → │" + r"│".join(rf"\s*{re.escape(c)}\s*" for c in footer) + "│$"
     assert any(re.match(pattern, line) for line in lines)
     s = res.summary().iloc[0]
     firsts = [res.first_row(target=t)[0] for t in range(2)]
+    firsts = [res.rows[res.row_names.index(f)].label if f else "never" for f in firsts]
     assert (
-        f"final top-1 {s['final_top1']} ({s['final_prob']:.2f})  stays top-1 from row {s['first_stable_row']}"
-        f"  largest KL drop at row {s['largest_kl_drop_row']}"
-        f"  ␣Paris top-1 from row {firsts[0] or 'never'}  ␣Rome top-1 from row {firsts[1] or 'never'}"
+        f"final top-1 {s['final_top1']} ({s['final_prob']:.2f})  stays top-1 from: {s['first_stable_row']}"
+        f"  ␣Paris top-1 from: {firsts[0]}  ␣Rome top-1 from: {firsts[1]}"
     ) in text
+    assert f"◆ KL to final falls most {s['kl_falls']}" in text.replace("\n", " ") or not s["kl_falls"]
 
 
 def test_print_result_prints_every_prompt(res):
@@ -105,3 +111,18 @@ def test_print_result_prints_every_prompt(res):
     text = console.export_text()
     assert text.count("top-1 token per row x") == 2  # the narrow grid wraps its title
     assert "The cat the dog the" in text and "The dog sat" in text
+
+
+def test_topk_shows_every_rank_asked_for_within_80_columns():
+    from logitlens.views.terminal import topk_tables
+
+    res = hand_result(k=8)
+    console = Console(record=True, width=80, file=io.StringIO())
+    print_result(res, console=console)
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    tables = topk_tables(res, 0, width=80)
+    heads = [c.header for t in tables for c in t.columns if c.header.startswith("#")]
+    assert heads == [f"#{i}" for i in range(1, 9)]  # all 8, split over tables, none dropped
+    assert [c.header for c in tables[0].columns][-2:] == ["p / rank ␣Paris", "p / rank ␣Rome"]  # never cut
+    assert "p / rank ␣Paris" in text and "p / rank ␣Rome" in text

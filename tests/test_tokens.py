@@ -21,7 +21,8 @@ from logitlens.tokens import TokenNamer, piece_bytes, readable
         ("<0x0A>", False, "↵"),
         ("<0xE2>", False, "\\xe2"),
         ("<|endoftext|>", True, "<|endoftext|>"),
-        ("\u00a0x", False, "\\u00a0x"),
+        ("\u00a0x", False, "⍽x"),  # no-break space: a visible mark
+        ("<0x08>", False, "\\u0008"),  # a control character: escaped, never drawn or acted on
         ("", False, "∅"),
     ],
 )

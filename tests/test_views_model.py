@@ -140,10 +140,14 @@ def test_prompt_summary_matches_the_result_summary(res):
     for i in range(res.n_prompts):
         s = vm.prompt_summary(res, i)
         row = df.iloc[i]
-        assert (s.final_top1, s.first_stable_row, s.critical_row) == (
-            row["final_top1"], row["first_stable_row"], row["largest_kl_drop_row"]
-        )  # fmt: skip
-        assert s.final_prob == pytest.approx(row["final_prob"]) and s.kl_drop == pytest.approx(row["kl_drop"])
+        assert (s.final_top1, s.first_stable_label) == (row["final_top1"], row["first_stable_row"])
+        assert res.rows[s.first_stable].layer == row["first_stable_layer"]
+        assert [res.rows[c.row].layer for c in s.falls] == row["kl_fall_layers"]
+        assert [res.rows[c.row].layer for c in s.rises] == row["logprob_rise_layers"]
+        assert row["kl_falls"] == ", ".join(f"{c.label} (-{c.size:.2f})" for c in s.falls)
+        assert s.final_prob == pytest.approx(row["final_prob"])
+        if s.falls:
+            assert (s.critical, s.kl_drop) == (s.falls[0].row, pytest.approx(s.falls[0].size))
         assert [t.first_row for t in s.targets] == [res.first_row(t)[i] for t in range(2)]
         assert [t.prob for t in s.targets] == [pytest.approx(row[f"p({n})"]) for n in res.target_names]
 
@@ -232,28 +236,37 @@ def _profiled() -> object:
     """hand_result with known profiles at prompt 0's last column (4) and prompt 1's last column (2)."""
     res = hand_result(n_rows=5)
     kl, agrees, ranks = res.kl_to_final.clone(), res.agrees_with_final.clone(), res.target_ranks.clone()
-    kl[0, :, 4] = torch.tensor([6.0, 5.5, 1.5, 0.5, 0.0])  # largest drop into row 2 ("1"): 4.0
-    kl[1, :, 2] = torch.tensor([3.0, 2.0, 1.9, 0.1, 0.0])  # into row 3 ("2"): 1.8
+    kl[0, :, 4] = torch.tensor([6.0, 5.5, 1.5, 0.5, 0.0])  # falls: into block 1 4.0, block 2 1.0, 3 0.5
+    kl[1, :, 2] = torch.tensor([9.0, 2.0, 1.9, 0.1, 0.0])  # block 2 1.8, block 1 and 3 0.1 (embed: 7)
     agrees[0, :, 4] = torch.tensor([True, False, True, True, True])  # stable from row 2 ("1")
     agrees[1, :, 2] = torch.tensor([False, False, False, False, True])  # only the last row ("3")
     ranks[0, :, 4, 0] = torch.tensor([9, 1, 3, 1, 1])  # top-1 from row 3 ("2"); <= 3 from row 1 ("0")
     ranks[1, :, 2, 0] = torch.tensor([1, 1, 1, 1, 1])  # top-1 from the embedding
     ranks[0, :, 4, 1] = torch.tensor([9, 9, 9, 9, 2])  # never top-1
     ranks[1, :, 2, 1] = torch.tensor([2, 1, 2, 2, 1])  # top-1 from the last row only
-    return res.replace(kl_to_final=kl, agrees_with_final=agrees, target_ranks=ranks)
+    final = res.final_probs.clone()
+    final[0, :, 4] = torch.tensor([1e-6, 0.001, 0.01, 0.2, 0.6])  # rises: block 2 3.0, 1 2.3, 3 1.1
+    final[1, :, 2] = torch.tensor([1e-9, 0.5, 0.4, 0.3, 0.9])  # only block 3 rises (embed step left out)
+    return res.replace(kl_to_final=kl, agrees_with_final=agrees, target_ranks=ranks, final_probs=final)
 
 
 def test_summary_on_known_profiles():
     res = _profiled()
     df = res.summary()
-    assert list(df["largest_kl_drop_row"]) == ["1", "2"]
-    assert list(df["kl_drop"]) == [pytest.approx(4.0), pytest.approx(1.8)]
-    assert list(df["first_stable_row"]) == ["1", "3"]
+    assert list(df["kl_fall_layers"]) == [[1, 2, 3], [2, 1, 3]]
+    assert df["kl_falls"][0] == "after block 1 (-4.00), after block 2 (-1.00), after block 3 (-0.50)"
+    assert list(df["logprob_rise_layers"]) == [[2, 1, 3], [3]]
+    assert df["logprob_rises"][0] == "after block 2 (+3.00), after block 1 (+2.30), after block 3 (+1.10)"
+    assert df["logprob_rises"][1] == "after block 3 (+1.10)"
+    assert list(df["first_stable_row"]) == ["after block 1", "after block 3"]
+    assert list(df["first_stable_layer"]) == [1, 3]
     assert list(df["rank( Paris)"]) == [1, 1] and list(df["rank( Rome)"]) == [2, 1]
     for i in range(2):
         s = vm.prompt_summary(res, i)
-        assert (s.critical_row, s.kl_drop) == (df["largest_kl_drop_row"][i], pytest.approx(df["kl_drop"][i]))
-        assert s.first_stable_row == df["first_stable_row"][i]
+        assert (s.critical_row, s.kl_drop) == (["1", "2"][i], pytest.approx([4.0, 1.8][i]))
+        assert s.first_stable_label == df["first_stable_row"][i]
+        assert s.critical_rows == [[3, 2, 4], [4, 3, 2]][i]  # rises first, then new falls
+        assert vm.row_labels(res, s.critical_rows)[s.critical_rows[0]].endswith(" ◆")
 
 
 def test_first_row_on_known_profiles():

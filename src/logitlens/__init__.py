@@ -6,19 +6,50 @@ Example:
     >>> res = lens.run("The Eiffel Tower is in the city of", targets=[" Paris"])
 """
 
-from .architectures import ARCHITECTURES, Architecture, register_architecture
-from .compare import compare
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from .errors import LogitLensError
-from .lens import LogitLens
-from .result import LensResult
+
+if TYPE_CHECKING:  # imported on first use: ``logitlens --help`` and ``--version`` never load torch
+    from .architectures import ARCHITECTURES, Architecture, register_architecture
+    from .comparison import compare
+    from .data import Corpus
+    from .evaluation import evaluate
+    from .lens import LogitLens
+    from .result import LensResult
+
+_LAZY = {
+    "ARCHITECTURES": "architectures",
+    "Architecture": "architectures",
+    "register_architecture": "architectures",
+    "compare": "comparison",
+    "Corpus": "data",
+    "evaluate": "evaluation",
+    "LogitLens": "lens",
+    "LensResult": "result",
+}
 
 __all__ = [
     "ARCHITECTURES",
     "Architecture",
+    "Corpus",
     "LensResult",
     "LogitLens",
     "LogitLensError",
     "compare",
+    "evaluate",
     "register_architecture",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'logitlens' has no attribute {name!r}")

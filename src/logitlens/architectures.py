@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import kernels
 from .errors import LogitLensError
 
 
@@ -467,17 +468,7 @@ class Decoder:
         """(N, d) -> (N, V) fp32 logits by calling the model's own modules (final norm, projections, the
         unembedding module itself): no weight is read and no buffer reused, the form a remote trace needs
         (reading a weight on a remote server copies it). Equal to ``logits`` (tested)."""
-        x = h.unsqueeze(0)  # (1, N, d)
-        for mod in self.pre:
-            x = mod(x)
-        out = self.unembed_module(x)[0].float()  # (N, V)
-        if self.scale is not None:
-            out = out * self.scale
-        if self.divisor is not None:
-            out = out / self.divisor
-        if self.softcap is not None:
-            out = torch.tanh(out / self.softcap) * self.softcap
-        return out
+        return kernels.unembed(h, self.pre, self.unembed_module, self.scale, self.divisor, self.softcap)
 
 
 def check_decoder(decoder: Decoder, last_block_output: torch.Tensor, model_logits: torch.Tensor) -> float:

@@ -11,15 +11,18 @@ Bad input exits with status 2 and one line on stderr saying what was wrong and h
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import warnings
 from pathlib import Path
 
+from .cli_corpus import add_eval_parser, add_stream_args, check_stream_args, cmd_eval, run_streamed
 from .errors import LogitLensError
 
 __all__ = ["EXIT_BAD_INPUT", "build_parser", "main"]
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, as shells report it
 
 
 class _Parser(argparse.ArgumentParser):
@@ -27,15 +30,26 @@ class _Parser(argparse.ArgumentParser):
         raise LogitLensError(message)
 
 
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("logitlens")
+    except PackageNotFoundError:  # running from a source tree
+        from . import __version__
+
+        return __version__
+
+
 def _positions(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"--positions takes comma-separated integers such as -1 or 0,3,-1, got {text!r}"
+            f"give comma-separated integers such as -1 or 0,3,-1, got {text!r}"
         ) from None
     if not values:
-        raise argparse.ArgumentTypeError("--positions is empty: give integers such as -1")
+        raise argparse.ArgumentTypeError("it is empty: give integers such as -1")
     return values
 
 
@@ -43,11 +57,17 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dtype",
         default="float32",
-        choices=["float32", "bfloat16", "float16", "auto"],
+        choices=["float32", "bfloat16", "float16", "fp32", "bf16", "fp16", "auto"],
         help="weights dtype (statistics are fp32 either way)",
     )
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps or auto (default: cpu)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow a model's own Python code to run")
+    p.add_argument(
+        "--backend",
+        default="hooks",
+        choices=["hooks", "nnsight"],
+        help="how rows are read: forward hooks (default) or nnsight traces (pip install 'logitlens[remote]')",
+    )
 
 
 def _add_prompt_args(p: argparse.ArgumentParser) -> None:
@@ -68,6 +88,18 @@ def _add_prompt_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--truncate", action="store_true", help="keep the last tokens of a prompt longer than the context"
     )
+    p.add_argument(
+        "--chat",
+        action="store_true",
+        help="wrap each prompt in the tokenizer's chat template (instruct models); the lens reads the "
+        "assistant's first position",
+    )
+    p.add_argument(
+        "--bos",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="--bos adds a leading BOS token, --no-bos removes it (default: as the tokenizer does)",
+    )
     p.add_argument("--batch-size", type=int, default=8, help="prompts per forward pass (default 8)")
     p.add_argument(
         "--memory-budget",
@@ -82,45 +114,127 @@ def _add_prompt_args(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="logitlens", description="The logit lens: what every layer predicts.")
+    parser.add_argument("--version", action="version", version=f"logitlens {_package_version()}")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
     run = sub.add_parser("run", help="run the lens on prompts and show the result")
     run.add_argument("prompts", nargs="*", metavar="PROMPT", help="prompt text (several allowed)")
     run.add_argument("--model", default="default", help="'default' (SmolLM2-135M), a HF id or a local path")
-    run.add_argument("--prompts-file", help="one prompt per line; '-' reads standard input")
+    run.add_argument(
+        "--prompts-file",
+        help="one prompt per line, or 'prompt<TAB>answer' lines, or JSON Lines "
+        '({"prompt": ..., "answer": ...}); \'-\' reads standard input',
+    )
+    run.add_argument(
+        "--answer",
+        help="the answer to PROMPT (e.g. ' Paris'): every token of it is scored, teacher-forced",
+    )
     run.add_argument("--json", type=Path, help="save the result as JSON (logitlens.LensResult.load reads it)")
     run.add_argument("--quiet", action="store_true", help="do not print the tables")
+    run.add_argument(
+        "--remote",
+        nargs="?",
+        const=True,
+        default=False,
+        choices=["local"],
+        metavar="local",
+        help="run the whole lens on NDIF through nnsight (API key: NDIF_API_KEY or `nnsight login`); "
+        "'--remote local' simulates the request here. Only the statistics come back; no weights load here",
+    )
     _add_prompt_args(run)
     _add_model_args(run)
+    add_stream_args(run)  # --out F.parquet|.jsonl, --resume, --no-progress
 
     cmp = sub.add_parser("compare", help="run two or more models on one prompt and put them side by side")
-    cmp.add_argument("prompt", metavar="PROMPT", help="the prompt text")
+    cmp.add_argument("prompts", nargs="*", metavar="PROMPT", help="prompt text (several allowed)")
+    cmp.add_argument("--prompts-file", help="as for `run`: prompts, 'prompt<TAB>answer' lines or JSON Lines")
+    cmp.add_argument(
+        "--json",
+        type=Path,
+        help="save every model's result: F.json becomes F-<model>.json (or .parquet), one file per model",
+    )
     cmp.add_argument(
         "--model", action="append", required=True, help="a model ('default', HF id or path); repeat"
     )
     cmp.add_argument("--quiet", action="store_true", help="do not print the tables")
     _add_prompt_args(cmp)
     _add_model_args(cmp)
+    add_eval_parser(sub)
     return parser
 
 
 def _read_prompts(args) -> list[str]:
-    prompts = list(args.prompts)
-    if args.prompts_file:
+    """The prompts of the command line and ``--prompts-file`` (their answers: ``_read_inputs``)."""
+    return _read_inputs(args)[0]
+
+
+def _read_inputs(args) -> tuple[list[str], list[str | None] | None]:
+    """The prompts of the command line and ``--prompts-file``, and their answers (None: no answers given).
+
+    A prompts file holds one prompt per line, or ``prompt<TAB>answer`` lines, or JSON Lines
+    (``{"prompt": ..., "answer": ...}``, the answer optional).
+    """
+    prompts: list[str] = list(args.prompts)
+    answers: list[str | None] = [None] * len(prompts)
+    answer = getattr(args, "answer", None)
+    if answer is not None:
+        if len(prompts) != 1 or getattr(args, "prompts_file", None):
+            raise LogitLensError(
+                "--answer goes with one PROMPT; for several, give --prompts-file with 'prompt<TAB>answer' "
+                "lines or JSON Lines"
+            )
+        answers = [answer]
+    if getattr(args, "prompts_file", None):
         try:
             if args.prompts_file == "-":
                 text = sys.stdin.read()
             else:
                 text = Path(args.prompts_file).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        except UnicodeDecodeError:
+            raise LogitLensError(
+                f"cannot read prompts file '{args.prompts_file}': it is not UTF-8 text"
+            ) from None
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
             raise LogitLensError(f"cannot read prompts file '{args.prompts_file}': {reason}") from None
-        prompts += [line for line in text.splitlines() if line.strip()]
+        for p, a in _parse_prompts_file(text, args.prompts_file):
+            prompts.append(p)
+            answers.append(a)
     if not prompts:
         raise LogitLensError("no prompt given: pass PROMPT text, or --prompts-file FILE (or - for stdin)")
     for i, p in enumerate(prompts):
         if not p.strip():
             raise LogitLensError(f"prompt {i + 1} is empty: give some text")
-    return prompts
+    return prompts, (answers if any(a is not None for a in answers) else None)
+
+
+def _parse_prompts_file(text: str, name: str) -> list[tuple[str, str | None]]:
+    """(prompt, answer or None) per non-empty line: JSON Lines, ``prompt<TAB>answer`` or plain text."""
+    lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    if lines and lines[0][1].lstrip().startswith("{"):
+        import json
+
+        out: list[tuple[str, str | None]] = []
+        for n, line in lines:
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise LogitLensError(f"{name} line {n} is not valid JSON: {exc.msg}") from None
+            if not isinstance(item, dict) or not isinstance(item.get("prompt"), str):
+                raise LogitLensError(f'{name} line {n}: give an object with a "prompt" string')
+            answer = item.get("answer")
+            if answer is not None and not isinstance(answer, str):
+                raise LogitLensError(f'{name} line {n}: "answer" must be a string')
+            out.append((item["prompt"], answer))
+        return out
+    if any("\t" in line for _, line in lines):
+        out = []
+        for n, line in lines:
+            prompt, tab, answer = line.partition("\t")
+            if not tab or answer == "":
+                raise LogitLensError(f"{name} line {n}: give 'prompt<TAB>answer' on every line")
+            out.append((prompt, answer))
+        return out
+    return [(line, None) for _, line in lines]
 
 
 def _parse_targets(raw: list[str]) -> list:
@@ -142,6 +256,11 @@ def _check_common(args) -> None:
 
 
 def _load(model: str, args):
+    if model != "default":  # before torch is imported: a bad name answers in a second
+        from .sources import check_source
+
+        check_source(model)
+    _quiet_transformers()  # here, not in main: commands that load no model never import transformers
     from .lens import LogitLens
 
     return LogitLens.from_pretrained(
@@ -150,24 +269,39 @@ def _load(model: str, args):
         device=args.device,
         trust_remote_code=args.trust_remote_code,
         budget_bytes=args.memory_budget * 2**20,
+        backend="nnsight" if getattr(args, "remote", False) else args.backend,
+        load_weights=not getattr(args, "remote", False),  # remote runs: the weights stay on the server
     )
 
 
 def _cmd_run(args) -> int:
-    prompts = _read_prompts(args)
+    _check_outputs(args)
+    prompts, answers = _read_inputs(args)
     targets = _parse_targets(args.target)
     _check_common(args)
+    check_stream_args(args)
+    if args.remote is True:  # before loading anything: a missing key or server fails at once
+        from .remote import require_ndif
+
+        require_ndif()
     lens = _load(args.model, args)
     vocab = lens.decoder.vocab_size
     if args.top_k > vocab:
         raise LogitLensError(f"--top-k must be at most the vocabulary size {vocab}, got {args.top_k}")
-    res = lens.run(
+    if args.out:
+        return run_streamed(lens, prompts, args)
+    res = _run_with_progress(
+        lens,
         prompts,
         top_k=args.top_k,
         targets=targets,
         positions=args.positions,
         truncate=args.truncate,
         batch_size=args.batch_size,
+        remote=args.remote,
+        answers=answers,
+        chat=args.chat,
+        prepend_bos=args.bos,
     )
     if not args.quiet:
         from .views.terminal import print_result
@@ -177,14 +311,56 @@ def _cmd_run(args) -> int:
     return 0
 
 
+PROGRESS_AFTER_S = 2.0  # a run that takes longer shows a progress bar on stderr (a terminal only)
+
+
+def _run_with_progress(lens, prompts, **kwargs):
+    """``lens.run`` with a rich progress bar on stderr (prompts done, tokens/s, time left) once the run has
+    taken ``PROGRESS_AFTER_S``; plain ``lens.run`` when stderr is not a terminal."""
+    import inspect
+    import time
+
+    accepted = inspect.signature(lens.iter_run).parameters
+    if not sys.stderr.isatty() or any(k not in accepted for k in kwargs):
+        return lens.run(prompts, **kwargs)
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .result import LensResult
+
+    start, tokens, parts = time.perf_counter(), 0, []
+    bar = Progress(
+        TextColumn("prompts"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+        console=Console(file=sys.stderr),
+        transient=True,
+    )
+    task = bar.add_task("run", total=len(prompts), rate="")
+    try:
+        for part in lens.iter_run(prompts, **kwargs):
+            parts.append(part)
+            tokens += sum(len(ids) for ids in part.input_ids)
+            elapsed = time.perf_counter() - start
+            bar.update(task, advance=part.n_prompts, rate=f"{tokens / max(elapsed, 1e-9):,.0f} tokens/s")
+            if elapsed > PROGRESS_AFTER_S and not bar.live.is_started:
+                bar.start()
+    finally:
+        bar.stop()
+    res = parts[0] if len(parts) == 1 else LensResult.concat(parts)
+    order = sorted(range(res.n_prompts), key=res.prompt_index.__getitem__)
+    return res if order == list(range(res.n_prompts)) else res.select(order)
+
+
 def _cmd_compare(args) -> int:
-    prompts = _read_prompts(argparse.Namespace(prompts=[args.prompt], prompts_file=None))
+    _check_outputs(args)
+    prompts, answers = _read_inputs(args)
     targets = _parse_targets(args.target)
     _check_common(args)
     if len(args.model) < 2:
         raise LogitLensError("compare needs at least two models: repeat --model")
-    if args.png:
-        raise LogitLensError("compare writes --html; --png draws one model (use `logitlens run --png`)")
     results, names = [], []
     for name in args.model:
         lens = _load(name, args)
@@ -197,6 +373,9 @@ def _cmd_compare(args) -> int:
                 positions=args.positions,
                 truncate=args.truncate,
                 batch_size=args.batch_size,
+                answers=answers,
+                chat=args.chat,
+                prepend_bos=args.bos,
             )
         )
         names.append(lens.name)
@@ -206,53 +385,99 @@ def _cmd_compare(args) -> int:
         from .views.terminal import render
 
         console = Console()
-        for name, res in zip(names, results, strict=True):
-            console.rule(f"[bold]{name}")
-            console.print(render(res, 0))
-        console.print(_depth_table(names, results))
-    if args.html:
-        from .views.report import write_compare_html
-
-        print(f"wrote {write_compare_html(results, names, args.html)}", file=sys.stderr)
+        for i in range(len(prompts)):
+            for name, res in zip(names, results, strict=True):
+                console.rule(f"[bold]{name}" + (f" · prompt {i + 1}" if len(prompts) > 1 else ""))
+                console.print(render(res, i))
+            console.print(_depth_table(names, results, i))
+    _write_compare_outputs(results, names, args)
     return 0
 
 
-def _depth_table(names, results):
+def _write_compare_outputs(results, names, args) -> None:
+    """One result file per model (F-<model>.json), one HTML page of every prompt, the side-by-side image of
+    the first prompt; "wrote F" as each is written."""
+    if args.json:
+        from .views.model import distinct_names
+
+        for name, res in zip(distinct_names(results, names), results, strict=True):
+            slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "model"
+            path = args.json.with_name(f"{args.json.stem}-{slug}{args.json.suffix}")
+            print(f"wrote {res.save(path)}", file=sys.stderr)
+    if args.html:
+        from .views.report import write_compare_html
+
+        every = list(range(results[0].n_prompts))
+        print(f"wrote {write_compare_html(results, names, args.html, every)}", file=sys.stderr)
+    if args.png:
+        from .views.png import write_compare_png
+
+        print(f"wrote {write_compare_png(results, names, args.png)}", file=sys.stderr)
+
+
+def _depth_table(names, results, prompt: int = 0):
     """Where each model settles on its answer, on a shared relative-depth scale 0..1 (from the row specs)."""
     from rich.table import Table
 
     from .views.model import prompt_summary
 
     table = Table(title="final top-1 and where it settles (relative depth 0 = embeddings, 1 = output)")
-    for col in ("model", "rows", "final top-1", "p", "stays top-1 from row", "relative depth"):
+    for col in ("model", "rows", "final top-1", "p", "stays top-1 from", "relative depth"):
         table.add_column(col)
     for name, res in zip(names, results, strict=True):
-        s = prompt_summary(res, 0)
+        s = prompt_summary(res, prompt)
         table.add_row(
             name,
             str(res.n_rows),
             s.final_top1,
             f"{s.final_prob:.3f}",
-            s.first_stable_row,
+            s.first_stable_label,
             f"{s.first_stable_depth:.2f}",
         )
     return table
 
 
+_IMAGE_SUFFIXES = (".png", ".svg", ".pdf", ".jpg", ".jpeg")
+
+
+def _check_outputs(args) -> None:
+    """Before any model is loaded: every output's suffix, folder and kind, so that a run never ends in a
+    failed write. Also: --quiet with nothing to write would do nothing."""
+    outputs = [
+        ("--json", getattr(args, "json", None), (".json", ".parquet")),
+        ("--html", getattr(args, "html", None), (".html", ".htm")),
+        ("--png", getattr(args, "png", None), _IMAGE_SUFFIXES),
+    ]
+    for option, path, suffixes in outputs:
+        if path is None:
+            continue
+        if path.is_dir():
+            raise LogitLensError(f"{option} {path} is a directory: give a file name")
+        if path.suffix.lower() not in suffixes:
+            raise LogitLensError(
+                f"{option} {path}: the file name must end in {', '.join(suffixes)} (the suffix picks the format)"
+            )
+        folder = path.parent if str(path.parent) else Path(".")
+        if not folder.is_dir():
+            raise LogitLensError(f"{option} {path}: the folder {folder} does not exist; create it first")
+    if getattr(args, "quiet", False) and not any(path for _, path, _ in outputs):
+        warnings.warn(
+            "--quiet with no --json, --html or --png: nothing will be shown or written", stacklevel=2
+        )
+
+
 def _write_outputs(res, args) -> None:
-    written = []
+    """Write each asked-for file, whole or not at all, saying "wrote X" as each one is written."""
     if getattr(args, "json", None):
-        written.append(res.save(args.json))
+        print(f"wrote {res.save(args.json)}", file=sys.stderr)
     if args.html:
         from .views.report import write_html
 
-        written.append(write_html(res, args.html))
+        print(f"wrote {write_html(res, args.html)}", file=sys.stderr)
     if args.png:
         from .views.png import write_png
 
-        written.append(write_png(res, args.png))
-    for path in written:
-        print(f"wrote {path}", file=sys.stderr)
+        print(f"wrote {write_png(res, args.png)}", file=sys.stderr)
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):
@@ -280,13 +505,14 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("default", UserWarning)
             warnings.showwarning = _one_line_warning
-            _quiet_transformers()
-            return {"run": _cmd_run, "compare": _cmd_compare}[args.command](args)
+            commands = {"run": _cmd_run, "compare": _cmd_compare, "eval": cmd_eval}
+            return commands[args.command](args)
     except LogitLensError as exc:
         print(f"logitlens: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        return 130
+        print("logitlens: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

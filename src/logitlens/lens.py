@@ -19,9 +19,10 @@ from torch import nn
 
 from .architectures import Architecture, Decoder, architecture_for, check_decoder, execution_device
 from .backends import Backend, HookBackend
+from .backends.nnsight import NNsightBackend, wrap_model
 from .errors import LogitLensError
 from .lenses import FunctionLens, IdentityLens, Lens
-from .reduce import DEFAULT_BUDGET_BYTES, decode_logits, decode_stats
+from .reduce import DEFAULT_BUDGET_BYTES, answer_logprobs, decode_logits, decode_stats
 from .result import LensResult
 from .rows import Row, default_rows
 from .stats import REGISTRY
@@ -79,6 +80,10 @@ class LogitLens:
         lens: Lens | None = None,
         backend: Backend | None = None,
     ):
+        wrapped = wrap_model(model)  # an nnsight model: its transformers model, tokenizer and backend
+        if wrapped is not None:
+            model, own_tokenizer, make_backend = wrapped
+            tokenizer = own_tokenizer if tokenizer is None else tokenizer
         if not hasattr(model, "config"):
             raise LogitLensError(
                 f"LogitLens wraps a Hugging Face causal LM (with .config), got {type(model).__name__}"
@@ -91,14 +96,19 @@ class LogitLens:
         if lens is not None and not isinstance(lens, Lens):
             raise LogitLensError(f"lens must be a logitlens.Lens, got {type(lens).__name__}")
         self.lens: Lens = lens or IdentityLens()  # what is done to each row before decoding
-        self.backend: Backend = backend or HookBackend(model, self.decoder)
+        if backend is None:
+            backend = make_backend(self.decoder) if wrapped is not None else HookBackend(model, self.decoder)
+        self.backend: Backend = backend
+        self._nnsight_backend: NNsightBackend | None = None  # for remote runs of a transformers model
         for what, value in (("batch_size", batch_size), ("budget_bytes", budget_bytes)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise LogitLensError(f"{what} must be a positive integer, got {value!r}")
         self.budget_bytes = int(budget_bytes)
         self.batch_size = int(batch_size)
         self._namer = TokenNamer(tokenizer)
-        self.self_check_diff: float | None = self._self_check() if check else None
+        # A model without weights here (nnsight's meta model, for remote runs) is checked on the server.
+        here = getattr(self.backend, "runs_here", True)
+        self.self_check_diff: float | None = self._self_check() if check and here else None
 
     # ---- loading ------------------------------------------------------------------------------------
     @classmethod
@@ -110,23 +120,42 @@ class LogitLens:
         device: str | None = None,
         trust_remote_code: bool = False,
         revision: str | None = None,
+        backend: str = "hooks",
+        load_weights: bool = True,
         **kwargs,
     ) -> LogitLens:
         """Load ``name``: "default" (the embedded SmolLM2-135M-Instruct), a Hugging Face id or a local path.
 
         dtype: "float32" | "bfloat16" | "float16" | "auto" or a torch.dtype; device: "cpu", "cuda",
         "cuda:1", "mps" or "auto" (spread over the available devices). Remote code runs only with
-        trust_remote_code=True. Extra keyword arguments go to LogitLens().
+        trust_remote_code=True. backend: "hooks" (forward hooks) or "nnsight" (nnsight traces; needs
+        ``pip install 'logitlens[remote]'``); load_weights=False (nnsight only) builds the model on the meta
+        device, for remote runs: nothing is downloaded but the config and tokenizer. Extra keyword arguments
+        go to LogitLens().
         """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         torch_dtype = _parse_dtype(dtype)
+        if backend not in ("hooks", "nnsight"):
+            raise LogitLensError(f"unknown backend {backend!r}; choose one of: hooks, nnsight")
+        if not load_weights and backend != "nnsight":
+            raise LogitLensError("load_weights=False needs backend='nnsight' (a model for remote runs)")
         if name == "default":
             from .default_model import DEFAULT_NAME, model_dir
 
             path, label = str(model_dir()), DEFAULT_NAME
         else:
+            from .sources import check_source
+
+            name = str(name) if isinstance(name, Path) else name  # a pathlib folder works as well
+            if not isinstance(name, str) or not name.strip():
+                raise LogitLensError("give a model: 'default', a Hugging Face id or a local folder")
+            check_source(name, revision)  # one line in seconds, not a minute of hub retries
             path, label = name, name
+        if backend == "nnsight":
+            return cls._from_pretrained_nnsight(
+                path, name, label, torch_dtype, device, trust_remote_code, revision, load_weights, **kwargs
+            )
         load_kwargs = {"trust_remote_code": trust_remote_code, "revision": revision, "dtype": torch_dtype}
         if device == "auto":
             load_kwargs["device_map"] = "auto"
@@ -149,6 +178,32 @@ class LogitLens:
                     f"cannot move the model to device '{device}': {_first_line(exc)}"
                 ) from exc
         return cls(model, tokenizer, name=label, **kwargs)
+
+    @classmethod
+    def _from_pretrained_nnsight(
+        cls, path, name, label, torch_dtype, device, trust_remote_code, revision, load_weights, **kwargs
+    ) -> LogitLens:
+        """from_pretrained(backend="nnsight"): nnsight's TransformersModel, its weights loaded or not."""
+        from transformers import AutoTokenizer
+
+        from .remote import require_nnsight
+
+        nnsight = require_nnsight()
+        nn_kwargs = {"trust_remote_code": trust_remote_code, "revision": revision, "dtype": torch_dtype}
+        if device == "auto":
+            nn_kwargs["device_map"] = "auto"
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(
+                path, trust_remote_code=trust_remote_code, revision=revision
+            )
+            nn_model = nnsight.TransformersModel(
+                path, task="text-generation", tokenizer=tokenizer, dispatch=load_weights, **nn_kwargs
+            )
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise LogitLensError(f"cannot load model '{name}' with nnsight: {_first_line(exc)}") from exc
+        if load_weights and device not in (None, "auto"):
+            nn_model.to(device)
+        return cls(nn_model, name=label, **kwargs)
 
     # ---- properties ---------------------------------------------------------------------------------
     @property
@@ -190,8 +245,20 @@ class LogitLens:
         return check_decoder(self.decoder, h_last, logits)
 
     # ---- inputs -------------------------------------------------------------------------------------
-    def encode(self, prompts, attention_mask: torch.Tensor | None = None) -> tuple[list[list[int]], list]:
-        """Prompts -> (token ids per prompt, the prompt texts or None). Padding is removed."""
+    def encode(
+        self,
+        prompts,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        chat: bool = False,
+        prepend_bos: bool | None = None,
+    ) -> tuple[list[list[int]], list]:
+        """Prompts -> (token ids per prompt, the prompt texts or None). Padding is removed.
+
+        Text prompts only: chat=True wraps each in the tokenizer's chat template as a user message, with
+        the assistant's turn opened (the last position is where the assistant's answer begins);
+        prepend_bos=True / False adds / removes a leading BOS token (None: as the tokenizer does).
+        """
         if isinstance(prompts, dict) or hasattr(prompts, "input_ids"):  # a tokenizer's BatchEncoding
             attention_mask = prompts.get("attention_mask", attention_mask)
             prompts = prompts["input_ids"]
@@ -210,19 +277,42 @@ class LogitLens:
         for i, p in enumerate(prompts):
             if isinstance(p, str):
                 if p == "":
-                    raise LogitLensError(f"prompt {i} is empty: give some text")
+                    raise LogitLensError(f"prompt {i + 1} is empty: give some text")
                 if self.tokenizer is None:
                     raise LogitLensError("text prompts need a tokenizer: LogitLens(model, tokenizer)")
-                ids.append(list(self.tokenizer(p)["input_ids"]))
+                ids.append(self._tokenize(p, chat, prepend_bos))
                 texts.append(p)
             elif isinstance(p, Sequence | torch.Tensor) and all(isinstance(t, int) for t in list(p)):
                 ids.append([int(t) for t in p])
                 texts.append(None)
             else:
                 raise LogitLensError(
-                    f"prompt {i} is a {type(p).__name__}: give strings or lists of token ids"
+                    f"prompt {i + 1} is a {type(p).__name__}: give strings or lists of token ids"
                 )
         return ids, texts
+
+    def _tokenize(self, text: str, chat: bool, prepend_bos: bool | None) -> list[int]:
+        """One text prompt's token ids, with the chat template and the BOS choice applied."""
+        tok = self.tokenizer
+        if chat:
+            if not getattr(tok, "chat_template", None):
+                raise LogitLensError(
+                    f"the tokenizer of {self.name} has no chat template; leave out chat=True (--chat)"
+                )
+            text = tok.apply_chat_template(
+                [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+            )
+            ids = list(tok(text, add_special_tokens=False)["input_ids"])  # the template has its specials
+        else:
+            ids = list(tok(text)["input_ids"])
+        bos = getattr(tok, "bos_token_id", None)
+        if prepend_bos and (not ids or ids[0] != bos):
+            if bos is None:
+                raise LogitLensError(f"the tokenizer of {self.name} has no BOS token; leave out prepend_bos")
+            ids = [bos, *ids]
+        elif prepend_bos is False and bos is not None and ids and ids[0] == bos:
+            ids = ids[1:]
+        return ids
 
     def _check_ids(self, ids: list[list[int]], truncate: bool) -> list[list[int]]:
         vocab = self.decoder.vocab_size
@@ -230,19 +320,19 @@ class LogitLens:
         out = []
         for i, seq in enumerate(ids):
             if not seq:
-                raise LogitLensError(f"prompt {i} is empty: it has no tokens")
+                raise LogitLensError(f"prompt {i + 1} is empty: it has no tokens")
             bad = [t for t in seq if not 0 <= t < vocab]
             if bad:
                 raise LogitLensError(
-                    f"prompt {i} has token id {bad[0]} outside the vocabulary (0..{vocab - 1})"
+                    f"prompt {i + 1} has token id {bad[0]} outside the vocabulary (0..{vocab - 1})"
                 )
             if ctx is not None and len(seq) > ctx:
                 if not truncate:
                     raise LogitLensError(
-                        f"prompt {i} has {len(seq)} tokens but the model's context is {ctx}; shorten it "
+                        f"prompt {i + 1} has {len(seq)} tokens but the model's context is {ctx}; shorten it "
                         "or pass truncate=True (--truncate) to keep its last tokens"
                     )
-                warnings.warn(f"prompt {i}: kept the last {ctx} of {len(seq)} tokens", stacklevel=3)
+                warnings.warn(f"prompt {i + 1}: kept the last {ctx} of {len(seq)} tokens", stacklevel=3)
                 seq = seq[-ctx:]
             out.append(seq)
         return out
@@ -260,12 +350,19 @@ class LogitLens:
                 if not members:
                     raise LogitLensError("a target set is empty: give at least one token")
                 ids = tuple(dict.fromkeys(i for m in members for i in m))
-                name = "|".join(x if isinstance(x, str) else self._namer(x) for x in t)
+                name = "|".join(self._target_name(x, m[0]) for x, m in zip(t, members, strict=True))
             else:
                 ids = self._target_ids(t, single=True)
-                name = t if isinstance(t, str) else self._namer(t)
+                name = self._target_name(t, ids[0])
             out.append(Target(name=name, ids=ids))
         return out
+
+    def _target_name(self, t: str | int, tracked: int) -> str:
+        """A target's label: the string given, unless it has several tokens: then the token tracked."""
+        if not isinstance(t, str):
+            return self._namer(t)
+        ids = self.tokenizer(t, add_special_tokens=False)["input_ids"]
+        return t if len(ids) <= 1 else self.tokenizer.decode([tracked])
 
     def _target_ids(self, t, single: bool) -> tuple[int, ...]:
         vocab = self.decoder.vocab_size
@@ -277,6 +374,11 @@ class LogitLens:
             return (t,)
         if t == "":
             raise LogitLensError("a target is empty: give a word such as ' Paris' or a token id")
+        if t.strip() == "":
+            warnings.warn(
+                f"target {t!r} is only whitespace: tracking that token; did you mean a word such as ' Paris'?",
+                stacklevel=4,
+            )
         if self.tokenizer is None:
             raise LogitLensError("string targets need a tokenizer: pass token ids instead")
         ids = list(self.tokenizer(t, add_special_tokens=False)["input_ids"])
@@ -285,10 +387,63 @@ class LogitLens:
         if len(ids) > 1:
             pieces = self._namer.many(ids)
             warnings.warn(
-                f"target {t!r} is {len(ids)} tokens {pieces}; tracking the first, {pieces[0]!r}",
+                f"target {t!r} is {len(ids)} tokens {pieces}; tracking the first, {pieces[0]!r}, and "
+                "labelling it so; to score the whole word, give it as a prompt's answer (--answer, "
+                "run(answers=[...]))",
                 stacklevel=4,
             )
         return (ids[0],)
+
+    def answers(self, answers, n_prompts: int) -> list[tuple[str | None, tuple[int, ...]]]:
+        """Normalise per-prompt answers: one string (tokenised without special tokens), list of token ids,
+        or None (no answer) per prompt -> (readable name or None, token ids) per prompt."""
+        if isinstance(answers, str) or (
+            isinstance(answers, Sequence) and answers and all(isinstance(a, int) for a in answers)
+        ):
+            answers = [answers]
+        if not isinstance(answers, Sequence) or isinstance(answers, bytes):
+            raise LogitLensError("answers must be a list with one answer (string or token ids) per prompt")
+        if len(answers) != n_prompts:
+            raise LogitLensError(
+                f"got {len(answers)} answers for {n_prompts} prompts; give one answer per prompt (None "
+                "for a prompt without one)"
+            )
+        vocab = self.decoder.vocab_size
+        out: list[tuple[str | None, tuple[int, ...]]] = []
+        for i, a in enumerate(answers):
+            if a is None:
+                out.append((None, ()))
+            elif isinstance(a, str):
+                if a.strip() == "":
+                    raise LogitLensError(
+                        f"the answer of prompt {i + 1} is empty: give a word such as ' Paris' (mind the "
+                        "leading space)"
+                    )
+                if self.tokenizer is None:
+                    raise LogitLensError("string answers need a tokenizer: pass token ids instead")
+                ids = tuple(self.tokenizer(a, add_special_tokens=False)["input_ids"])
+                if not ids:
+                    raise LogitLensError(f"the answer of prompt {i + 1} ({a!r}) tokenises to nothing")
+                out.append((a, ids))
+            elif (
+                isinstance(a, Sequence | torch.Tensor)
+                and len(a) > 0
+                and all(isinstance(t, int) and not isinstance(t, bool) for t in list(a))
+            ):
+                bad = [t for t in a if not 0 <= t < vocab]
+                if bad:
+                    raise LogitLensError(
+                        f"the answer of prompt {i + 1} has token id {bad[0]} outside the vocabulary "
+                        f"(0..{vocab - 1})"
+                    )
+                ids = tuple(int(t) for t in a)
+                out.append(("".join(self._namer.many(list(ids))), ids))
+            else:
+                raise LogitLensError(
+                    f"the answer of prompt {i + 1} is a {type(a).__name__}: give a string, a list of token "
+                    "ids or None"
+                )
+        return out
 
     # ---- running ------------------------------------------------------------------------------------
     def rows(self, include_subblocks: bool = False) -> list[Row]:
@@ -316,6 +471,17 @@ class LogitLens:
         order = sorted(range(res.n_prompts), key=res.prompt_index.__getitem__)
         return res if order == list(range(res.n_prompts)) else res.select(order)
 
+    def stream(self, prompts, path, *, resume: bool = False, progress: bool = True, **kwargs):
+        """Run prompts batch by batch into ``path`` (.parquet or .jsonl) as each batch finishes; a killed
+        run continues with ``resume=True``. Returns the per-row aggregate (see ``logitlens.stream``).
+
+        Example:
+            >>> lens.stream(open("facts.txt").read().splitlines(), "facts.parquet", targets=[" Paris"])
+        """
+        from .stream import stream
+
+        return stream(self, prompts, path, resume=resume, progress=progress, **kwargs)
+
     def iter_run(
         self,
         prompts,
@@ -329,15 +495,28 @@ class LogitLens:
         transform: RowTransform | None = None,
         lens: Lens | None = None,
         include_subblocks: bool = False,
+        answers=None,
+        chat: bool = False,
+        prepend_bos: bool | None = None,
+        remote: bool | str = False,
     ) -> Iterator[LensResult]:
         """Yield one LensResult per batch as it finishes (prompts of similar length share a batch).
+
+        remote: True runs the whole lens on NDIF through nnsight (API key: NDIF_API_KEY or `nnsight login`),
+        "local" runs nnsight's simulation of that request here; only the statistics come back, and the
+        self-check runs on the server's side (the logit lens only, without answers).
 
         prompts: str | list[str] | list[list[int]] | LongTensor (B, T) with ``attention_mask`` (either
         padding side). positions: indices into each prompt (negative count from its end), e.g. [-1].
         targets: see ``targets()``. lens: a ``Lens`` for this run (default: this object's, the logit lens);
         transform: a function (row index, (N, d)) -> (N, d) applied to every row but the output row.
-        include_subblocks: add each block's "attn" row (after attention, before the MLP). Each result's
-        ``prompt_index`` says which input prompts it holds.
+        include_subblocks: add each block's "attn" row (after attention, before the MLP). answers: one
+        answer per prompt (a string, token ids or None), appended to its prompt and teacher-forced in the
+        same forward pass: ``answer_logprobs`` (N, R) is, per row, the sum over the answer's tokens of
+        log p_row(a_i | prompt, a_<i); ``answer_probs`` / ``answer_ranks`` (N, R) are the first answer
+        token's probability and rank at the prompt's last position. Each result's ``prompt_index`` says
+        which input prompts it holds. chat / prepend_bos: see ``encode`` (text prompts only); the result's
+        ``tokens`` show exactly what the model saw.
         """
         vocab = self.decoder.vocab_size
         if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= vocab:
@@ -351,21 +530,53 @@ class LogitLens:
         rows = self.rows(include_subblocks)
         if include_subblocks:
             self.decoder.mid_module(0)  # one clear line for families without "attn" rows, before any work
-        ids, texts = self.encode(prompts, attention_mask)
+        ids, texts = self.encode(prompts, attention_mask, chat=chat, prepend_bos=prepend_bos)
         ids = self._check_ids(ids, truncate)
         tgts = self.targets(targets)
+        answer_list = None if answers is None else self.answers(answers, len(ids))
+        ans = [a[1] for a in answer_list] if answer_list is not None else [()] * len(ids)
+        ctx = self.context_length
+        for i, (seq, a) in enumerate(zip(ids, ans, strict=True)):
+            if ctx is not None and a and len(seq) + len(a) - 1 > ctx:
+                raise LogitLensError(
+                    f"prompt {i + 1} with its answer has {len(seq) + len(a) - 1} tokens but the model's "
+                    f"context is {ctx}; shorten the prompt or the answer"
+                )
         cols = _resolve_positions(ids, positions)  # per prompt: input position of each column
         chunk_fn = use.chunk_transform(rows, output_row=len(rows) - 1)
         half = self.decoder.dtype in (torch.float16, torch.bfloat16)
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # similar lengths share a batch
         meta = self._meta(top_k, use)
+        if remote:
+            if chunk_fn is not None or answer_list is not None:
+                what = "answers" if answer_list is not None else f"the {use.name!r} lens"
+                raise LogitLensError(
+                    f"remote runs decode with the logit lens, without answers: run {what} here"
+                )
+            yield from self._iter_remote(ids, texts, cols, rows, tgts, top_k, order, bs, meta, remote)
+            return
+        if not getattr(self.backend, "runs_here", True):
+            raise LogitLensError(
+                "this nnsight model has no weights here (built for remote runs): pass remote=True "
+                "(NDIF) or remote='local', or load it with its weights (dispatch=True)"
+            )
         for start in range(0, len(ids), bs):
             batch = order[start : start + bs]
-            captured = self._capture(batch, ids, cols, rows)  # (B, R, P, d)
+            # an answer is appended to its prompt (all but its last token are inputs); the answer's cells
+            # are the positions before each of its tokens, gathered after the prompt's own columns
+            seqs = {i: ids[i] + list(ans[i][:-1]) for i in batch}
+            gathers = {i: cols[i] + [len(ids[i]) - 1 + t for t in range(len(ans[i]))] for i in batch}
+            captured = self._capture(batch, seqs, gathers, rows)  # (B, R, P + A, d)
             cells = [(b, j) for b, i in enumerate(batch) for j in range(len(cols[i]))]
+            a_cells = [(b, len(cols[i]) + t) for b, i in enumerate(batch) for t in range(len(ans[i]))]
             bi = torch.tensor([c[0] for c in cells], device=captured.device)
             ji = torch.tensor([c[1] for c in cells], device=captured.device)
             flat = captured[bi, :, ji]  # (M, R, d), a copy
+            a_flat = None
+            if a_cells:
+                abi = torch.tensor([c[0] for c in a_cells], device=captured.device)
+                aji = torch.tensor([c[1] for c in a_cells], device=captured.device)
+                a_flat = captured[abi, :, aji]  # (M_a, R, d)
             del captured  # hold the captured rows once, not twice, while decoding
             next_ids = torch.tensor(
                 [_next_id(ids[batch[b]], cols[batch[b]][j]) for b, j in cells], dtype=torch.long
@@ -382,7 +593,47 @@ class LogitLens:
                 transform=chunk_fn,
             )
             del flat
-            yield self._batch_result(batch, ids, texts, cols, cells, st, rows, tgts, meta)
+            res = self._batch_result(batch, ids, texts, cols, cells, st, rows, tgts, meta)
+            if answer_list is not None:
+                res = self._with_answers(res, batch, answer_list, a_flat, chunk_fn, half)
+            yield res
+
+    def _with_answers(self, res, batch, answer_list, a_flat, chunk_fn, half) -> LensResult:
+        """Add one batch's teacher-forced answer statistics (N, R) to its result."""
+        n, n_rows = len(batch), res.n_rows
+        logprobs = torch.full((n, n_rows), float("nan"))
+        probs = torch.full((n, n_rows), float("nan"))
+        ranks = torch.full((n, n_rows), -1, dtype=torch.long)
+        if a_flat is not None:
+            a_ids = torch.tensor([t for i in batch for t in answer_list[i][1]], dtype=torch.long)
+            lp, rk = answer_logprobs(
+                a_flat,
+                self.decoder.logits,
+                a_ids,
+                vocab_size=self.decoder.vocab_size,
+                budget_bytes=self.budget_bytes,
+                half_precision=half,
+                transform=chunk_fn,
+            )  # (M_a, R) each
+            start = 0
+            for b, i in enumerate(batch):
+                a = len(answer_list[i][1])
+                if a:
+                    logprobs[b] = lp[start : start + a].double().sum(0).float()
+                    probs[b] = lp[start].exp()
+                    ranks[b] = rk[start]
+                start += a
+        vocab = dict(res.vocab)
+        for i in batch:
+            vocab.update({t: self._namer(t) for t in answer_list[i][1]})
+        return res.replace(
+            answers=[answer_list[i][0] for i in batch],
+            answer_ids=[list(answer_list[i][1]) for i in batch],
+            answer_logprobs=logprobs,
+            answer_probs=probs,
+            answer_ranks=ranks,
+            vocab=dict(sorted(vocab.items())),
+        )
 
     def _batch_result(self, batch, ids, texts, cols, cells, st, rows, tgts, meta) -> LensResult:
         """Scatter one batch's (M, R, ...) statistics into (B, R, P, ...) tensors and wrap them."""
@@ -431,11 +682,41 @@ class LogitLens:
             "logitlens_version": _version(),
         }
 
-    def _capture(
-        self, batch: list[int], ids: list[list[int]], cols: list[list[int]], rows: Sequence[Row]
-    ) -> torch.Tensor:
+    def _iter_remote(self, ids, texts, cols, rows, tgts, top_k, order, bs, meta, remote):
+        """iter_run's batches with capture, decode and reduction inside nnsight traces (NDIF or here)."""
+        backend = self._remote_backend()
+        meta = {**meta, "backend": backend.name}
+        for start in range(0, len(ids), bs):
+            batch = order[start : start + bs]
+            cells = [(b, j) for b, i in enumerate(batch) for j in range(len(cols[i]))]
+            next_ids = torch.tensor(
+                [_next_id(ids[batch[b]], cols[batch[b]][j]) for b, j in cells], dtype=torch.long
+            )
+            input_ids, mask, gather = self._batch_inputs(batch, ids, cols)
+            st = backend.remote_stats(
+                input_ids, mask, gather, rows, cells, next_ids, [t.ids for t in tgts], top_k,
+                self.budget_bytes, None, remote,
+            )  # fmt: skip
+            yield self._batch_result(batch, ids, texts, cols, cells, st, rows, tgts, meta)
+
+    def _remote_backend(self) -> NNsightBackend:
+        """The backend that runs remote traces: this one if it can, else nnsight over the same model."""
+        if isinstance(self.backend, NNsightBackend):
+            return self.backend
+        if self._nnsight_backend is None:
+            from .backends.nnsight import nnsight_backend
+
+            self._nnsight_backend = nnsight_backend(self.model, self.decoder, self.tokenizer)
+        return self._nnsight_backend
+
+    def _capture(self, batch: list[int], ids, cols, rows: Sequence[Row]) -> torch.Tensor:
         """Right-padded forward of some prompts; (B, R, P, d) residual rows at their columns."""
         dev = self._input_device
+        input_ids, mask, gather = self._batch_inputs(batch, ids, cols)
+        return self.backend.capture(input_ids.to(dev), mask.to(dev), gather.to(dev), rows)
+
+    def _batch_inputs(self, batch: list[int], ids, cols) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(input_ids, attention_mask) (B, T) right-padded and gather (B, P) of some prompts, on the CPU."""
         t_max = max(len(ids[i]) for i in batch)
         p_max = max(len(cols[i]) for i in batch)
         input_ids = torch.zeros((len(batch), t_max), dtype=torch.long)
@@ -445,7 +726,7 @@ class LogitLens:
             input_ids[b, : len(ids[i])] = torch.tensor(ids[i])
             mask[b, : len(ids[i])] = 1
             gather[b, : len(cols[i])] = torch.tensor(cols[i])
-        return self.backend.capture(input_ids.to(dev), mask.to(dev), gather.to(dev), rows)
+        return input_ids, mask, gather
 
     def layer_logits(
         self,
@@ -454,9 +735,11 @@ class LogitLens:
         transform: RowTransform | None = None,
         lens: Lens | None = None,
         include_subblocks: bool = False,
+        chat: bool = False,
+        prepend_bos: bool | None = None,
     ) -> torch.Tensor:
         """Raw fp32 logits of every row for one prompt: (rows, positions, vocab). Opt-in: holds it all."""
-        ids, _ = self.encode(prompt)
+        ids, _ = self.encode(prompt, chat=chat, prepend_bos=prepend_bos)
         if len(ids) != 1:
             raise LogitLensError(f"layer_logits takes one prompt, got {len(ids)}")
         ids = self._check_ids(ids, truncate=False)
@@ -498,7 +781,7 @@ def _unpad(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> list
         kept = [j for j, keep in enumerate(m) if keep]
         if kept and kept != list(range(kept[0], kept[-1] + 1)):
             raise LogitLensError(
-                f"prompt {i}: the attention mask has holes; only left or right padding works"
+                f"prompt {i + 1}: the attention mask has holes; only left or right padding works"
             )
         out.append([row[j] for j in kept])
     return out
@@ -511,15 +794,26 @@ def _resolve_positions(ids: list[list[int]], positions: Sequence[int] | None) ->
         positions = [positions]
     if len(positions) == 0:
         raise LogitLensError("positions is empty: give indices such as [-1], or leave it out for all")
+    repeated = [p for k, p in enumerate(positions) if p in positions[:k]]
+    if repeated:
+        raise LogitLensError(f"position {repeated[0]} is given twice; give each position once")
+    warned = False
     out = []
     for i, seq in enumerate(ids):
-        cols = []
+        cols: list[int] = []
         for p in positions:
             q = p + len(seq) if p < 0 else p
             if not 0 <= q < len(seq):
                 raise LogitLensError(
-                    f"position {p} is out of range for prompt {i}, which has {len(seq)} tokens"
+                    f"position {p} is out of range for prompt {i + 1}, which has {len(seq)} tokens"
                 )
+            if q in cols and not warned:
+                warnings.warn(
+                    f"positions {positions[cols.index(q)]} and {p} are both position {q} of prompt {i + 1} "
+                    f"({len(seq)} token{'s' if len(seq) != 1 else ''}): it is decoded twice",
+                    stacklevel=4,
+                )
+                warned = True
             cols.append(q)
         out.append(cols)
     return out

@@ -12,7 +12,7 @@ Two reductions compute the same numbers:
   cache-sized blocks, a two-level top-k on CPU);
 - ``reduce_logits``: a functional path in plain torch (no ``out=`` buffers, no in-place updates of its
   inputs, no branch on a tensor's value, no host transfer), the form that can run inside a remote trace.
-  Tests hold the two equal.
+  Its code lives in ``kernels.py``, which remote traces ship by value. Tests hold the two equal.
 
 Conventions (all in nats): entropy H(p_r); ``kl_to_final`` KL(p_final || p_r); ``cross_entropy``
 -log p_r(next token); ``target_ranks`` 1 = the most probable token (for a set of tokens, the best one).
@@ -25,11 +25,13 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from . import kernels
 from .stats import REGISTRY, Reduction, extra_statistics
 
 __all__ = [
     "DEFAULT_BUDGET_BYTES",
     "Stats",
+    "answer_logprobs",
     "chunk_size",
     "decode_logits",
     "decode_reduce",
@@ -118,20 +120,15 @@ def decode_reduce(
     targets: Sequence[torch.Tensor] = (),
     chunk: int = 1,
 ) -> dict[str, torch.Tensor]:
-    """The functional decode + reduction: rows (M, R, d) -> every statistic, ``chunk`` vectors at a time.
+    """The functional decode + reduction: rows (M, R, d) -> every statistic, ``chunk`` vectors at a time,
+    registered statistics included: ``kernels.decode_reduce`` (the code that runs inside a remote trace).
 
     ``decode`` maps (N, d) -> (N, V) logits by calling the model's modules (``Decoder.logits_functional``).
-    The loop runs over a count known before the first product, never over a tensor's value, and the
-    results stay on the device: the shape a remote trace needs. Equal to ``decode_stats`` (tested).
+    Equal to ``decode_stats`` (tested).
     """
-    m_total, n_rows, d = rows.shape
-    parts = []
-    for start in range(0, m_total, max(1, chunk)):
-        h = rows[start : start + chunk]  # (m, R, d)
-        m = h.shape[0]
-        logits = decode(h.reshape(m * n_rows, d)).reshape(m, n_rows, -1)  # (m, R, V)
-        parts.append(reduce_logits(logits, top_k, next_ids[start : start + chunk], targets))
-    return {name: torch.cat([p[name] for p in parts]) for name in parts[0]}
+    return kernels.decode_reduce(
+        rows, decode, top_k=top_k, next_ids=next_ids, targets=targets, chunk=chunk, extras=_registered()
+    )
 
 
 @functools.cache
@@ -241,50 +238,17 @@ def _stats(
 def reduce_logits(
     logits: torch.Tensor, top_k: int, next_ids: torch.Tensor, targets: Sequence[torch.Tensor] = ()
 ) -> dict[str, torch.Tensor]:
-    """The functional reduction: (m, R, V) logits -> every statistic, in plain torch, on their device.
-
-    Nothing is written into the inputs, no ``out=`` buffer is used, no branch depends on a tensor's
-    value and nothing moves to the host, so the same code runs inside a remote trace. Sums over the
-    vocabulary accumulate in float64. The last row is the reference for KL and agreement.
+    """The functional reduction: (m, R, V) logits -> every statistic (registered ones included), in plain
+    torch, on their device: ``kernels.reduce_logits``, the code that runs inside a remote trace (nothing
+    written into the inputs, no ``out=``, no branch on a tensor's value, no host transfer; sums over the
+    vocabulary in float64). The last row is the reference for KL and agreement.
     """
-    m, n_rows, _ = logits.shape
-    x = logits.float()
-    logp = torch.log_softmax(x, -1)  # (m, R, V)
-    p = logp.exp()
-    top_logp, top_ids = logp.topk(top_k, dim=-1)  # (m, R, k)
-    entropy = -torch.special.xlogy(p, p).sum(-1, dtype=torch.float64)
-    p_f = p[:, -1:]  # (m, 1, V)
-    cross = torch.where(p_f > 0, p_f * logp, torch.zeros_like(logp)).sum(-1, dtype=torch.float64)
-    kl = (cross[:, -1:] - cross).clamp_min(0.0)
-    kl = torch.cat([kl[:, :-1], torch.zeros_like(kl[:, -1:])], 1)
-    final_top1 = top_ids[:, -1:, :1].expand(m, n_rows, 1)
-    final_probs = logp.gather(-1, final_top1).squeeze(-1).exp()
-    nxt = next_ids.to(x.device)
-    ce = -logp.gather(-1, nxt.clamp_min(0).view(m, 1, 1).expand(m, n_rows, 1)).squeeze(-1)
-    ce = torch.where((nxt >= 0).unsqueeze(-1), ce, torch.full_like(ce, float("nan")))
-    t_probs, t_ranks = [], []
-    for ids in targets:
-        ids = ids.to(x.device)
-        t_probs.append(p.index_select(-1, ids).sum(-1))
-        best = x.index_select(-1, ids).amax(-1, keepdim=True)
-        t_ranks.append((x > best).sum(-1) + 1)
-    empty = torch.zeros(m, n_rows, 0, device=x.device)
-    out = {
-        "top_ids": top_ids,
-        "top_probs": top_logp.exp(),
-        "final_probs": final_probs,
-        "entropy": entropy.float(),
-        "kl_to_final": kl.float(),
-        "cross_entropy": ce,
-        "agrees_with_final": top_ids[..., 0] == top_ids[:, -1:, 0],
-        "target_probs": torch.stack(t_probs, -1) if t_probs else empty,
-        "target_ranks": torch.stack(t_ranks, -1) if t_ranks else empty.long(),
-    }
-    ctx = Reduction(logp=logp, probs=p, top_ids=top_ids, next_ids=nxt, targets=list(targets))
-    for stat in extra_statistics():
-        if stat.compute is not None:
-            out[stat.name] = stat.compute(ctx).float()
-    return out
+    return kernels.reduce_logits(logits, top_k, next_ids, targets, _registered())
+
+
+def _registered() -> list[tuple[str, Callable[[Reduction], torch.Tensor]]]:
+    """(name, compute) of the registered statistics beyond the built-ins."""
+    return [(s.name, s.compute) for s in extra_statistics() if s.compute is not None]
 
 
 def _sum_products(prod: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -300,6 +264,40 @@ def _sum_products(prod: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         bad = prod[redo]  # (n, V) copy of the affected rows only
         total[redo] = torch.where(bad.isnan(), 0.0, bad).sum(-1)
     return total
+
+
+@torch.inference_mode()
+def answer_logprobs(
+    rows: torch.Tensor,
+    decode: DecodeFn,
+    answer_ids: torch.Tensor,
+    *,
+    vocab_size: int,
+    budget_bytes: int = DEFAULT_BUDGET_BYTES,
+    half_precision: bool = False,
+    transform: ChunkTransform | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Teacher-forced answer tokens: rows (M, R, d) read at the positions before each answer token,
+    answer_ids (M,) the token that follows -> (log p_r(token) (M, R) fp32, rank of the token (M, R)).
+
+    Decoded in chunks under the same memory budget as ``decode_stats``; rank 1 = the most probable token.
+    """
+    m_total, n_rows, _ = rows.shape
+    chunk = chunk_size(n_rows, vocab_size, budget_bytes, half_precision)
+    logps, ranks = [], []
+    for start in range(0, m_total, chunk):
+        h = rows[start : start + chunk]  # (m, R, d)
+        h = h if transform is None else transform(h)
+        m = h.shape[0]
+        logits = decode(h.reshape(m * n_rows, -1)).view(m, n_rows, -1)  # (m, R, V) fp32
+        ids = answer_ids[start : start + m].to(logits.device).view(m, 1, 1).expand(m, n_rows, 1)
+        chosen = logits.gather(-1, ids)  # (m, R, 1)
+        ranks.append((logits > chosen).sum(-1).add_(1).cpu())
+        logps.append((chosen.squeeze(-1) - torch.logsumexp(logits, -1)).float().cpu())
+        del logits
+    if not logps:
+        return torch.zeros(0, n_rows), torch.zeros(0, n_rows, dtype=torch.long)
+    return torch.cat(logps), torch.cat(ranks)
 
 
 @torch.inference_mode()

@@ -1,11 +1,11 @@
 """Standalone offline HTML pages: kept as an import path; the code lives in ``logitlens.views.report``
-(``compare``, which runs models, in ``logitlens.compare``).
+(``compare``, which runs models, in ``logitlens.comparison``).
 
 Example:
     >>> from logitlens.report import write_html; write_html(res, "report.html")
 """
 
-from .compare import compare
+from .comparison import compare
 from .views.plotly import compare_figure
 from .views.report import (
     CSP,

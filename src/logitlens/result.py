@@ -37,6 +37,12 @@ _PARQUET_KEY = b"logitlens"
 _WIRE = {torch.float32: "float32", torch.long: "int32", torch.bool: "uint8"}  # tensor dtype -> JSON dtype
 _NUMPY = {"float32": np.float32, "int32": np.int32, "uint8": np.uint8, "int64": np.int64}
 _META_FIELDS = ("row_names", "tokens", "input_ids", "target_names", "target_ids", "prompts")
+# per-prompt answers: (N, R) tensors, their dtype and the fill of a prompt without an answer
+_ANSWER_TENSORS = {
+    "answer_logprobs": (torch.float32, math.nan),
+    "answer_probs": (torch.float32, math.nan),
+    "answer_ranks": (torch.long, -1),
+}
 # prompt_index is read separately: version 1 files have none (it is then 0..N-1)
 
 
@@ -57,6 +63,10 @@ class LensResult:
         rows: R ``Row`` specs (layer, site); row_names: their names; tokens: readable input tokens of each
         prompt (all positions); input_ids: the token ids of each prompt; vocab: readable strings of every
         id the result mentions; meta: model, lens, dtype, ...
+        answers: each prompt's answer (None without one; empty list when the run had no answers);
+        answer_ids: its token ids; answer_logprobs: (N, R) the whole answer's teacher-forced
+        log-probability per row (sum over its tokens); answer_probs, answer_ranks: (N, R) the first answer
+        token's probability and rank at the prompt's last position (NaN / -1 without an answer)
     """
 
     def __init__(
@@ -74,6 +84,11 @@ class LensResult:
         rows: Sequence[Row] | None = None,
         prompt_index: Sequence[int] | None = None,
         stats: dict[str, torch.Tensor] | None = None,
+        answers: Sequence[str | None] | None = None,
+        answer_ids: Sequence[Sequence[int]] | None = None,
+        answer_logprobs: torch.Tensor | None = None,
+        answer_probs: torch.Tensor | None = None,
+        answer_ranks: torch.Tensor | None = None,
         **tensors: torch.Tensor,
     ):
         self.positions = positions
@@ -101,6 +116,21 @@ class LensResult:
             data[name] = value
         self.stats: dict[str, torch.Tensor] = data
         self._complete()
+        self.answers = list(answers or [])
+        self.answer_ids = [list(a) for a in (answer_ids or [[] for _ in self.answers])]
+        if self.answers and (len(self.answers) != n or len(self.answer_ids) != n):
+            raise LogitLensError(f"answers: give one per prompt ({n}), None for a prompt without one")
+        given: dict[str, torch.Tensor | None] = {
+            "answer_logprobs": answer_logprobs,
+            "answer_probs": answer_probs,
+            "answer_ranks": answer_ranks,
+        }
+        for name, (dtype, fill) in _ANSWER_TENSORS.items():
+            got = given[name]
+            tensor = torch.full((n, self.n_rows), fill, dtype=dtype) if got is None else got
+            if tuple(tensor.shape) != (n, self.n_rows):
+                raise LogitLensError(f"{name} must have shape (prompts, rows) = {(n, self.n_rows)}")
+            setattr(self, name, tensor.to(dtype))
 
     def _complete(self) -> None:
         """Fill statistics a hand-made or older result lacks: final_probs from the top-k, the rest empty."""
@@ -128,6 +158,20 @@ class LensResult:
         raise AttributeError(f"'LensResult' has no attribute {name!r}")
 
     # ---- shapes and lookups -------------------------------------------------------------------------
+    @property
+    def has_answers(self) -> bool:
+        """Whether some prompt of this result has an answer (``run(..., answers=[...])``)."""
+        return any(a is not None for a in self.answers)
+
+    def answer_first_top1(self) -> list[str | None]:
+        """Per prompt: the name of the first row that ranks the answer's first token top-1 (None: no row
+        does, or no answer)."""
+        out: list[str | None] = []
+        for i in range(self.n_prompts):
+            hits = (self.answer_ranks[i] == 1).nonzero().flatten().tolist()
+            out.append(self.row_names[hits[0]] if hits else None)
+        return out
+
     @property
     def n_prompts(self) -> int:
         return self.positions.shape[0]
@@ -193,7 +237,7 @@ class LensResult:
             or not -len(cols) <= position < len(cols)
         ):
             raise LogitLensError(
-                f"position {position!r} is out of range for prompt {prompt}, which has {len(cols)} decoded "
+                f"position {position!r} is out of range for prompt {prompt + 1}, which has {len(cols)} decoded "
                 "columns; give an index such as -1 (the last)"
             )
         return cols[position]
@@ -221,6 +265,9 @@ class LensResult:
             "prompts": self.prompts,
             "prompt_index": self.prompt_index,
             "meta": self.meta,
+            "answers": self.answers,
+            "answer_ids": self.answer_ids,
+            **{name: getattr(self, name) for name in _ANSWER_TENSORS},
         }
 
     def replace(self, **changes: Any) -> LensResult:
@@ -238,6 +285,10 @@ class LensResult:
                 raise LogitLensError(f"LensResult has no field {name!r}")
         if "row_names" in changes and "rows" not in changes:
             fields["rows"] = None
+        n_rows = len(fields["row_names"])
+        for name in _ANSWER_TENSORS:  # new rows: answer statistics without answers are re-made empty
+            if name not in changes and not self.has_answers and fields[name].shape[1] != n_rows:
+                fields[name] = None
         return LensResult(stats=stats, **fields)
 
     def select(self, prompts: int | list[int]) -> LensResult:
@@ -249,9 +300,11 @@ class LensResult:
         changes: dict[str, Any] = {"stats": {k: v[pick] for k, v in self.stats.items()}}
         changes["positions"] = self.positions[pick]
         changes["prompt_index"] = [self.prompt_index[i] for i in idx]
-        for name in ("tokens", "input_ids", "prompts"):
+        for name in ("tokens", "input_ids", "prompts", "answers", "answer_ids"):
             seq = getattr(self, name)
             changes[name] = [seq[i] for i in idx] if seq else seq
+        for name in _ANSWER_TENSORS:
+            changes[name] = getattr(self, name)[pick]
         return self.replace(**changes)
 
     @classmethod
@@ -297,7 +350,18 @@ class LensResult:
         vocab: dict[int, str] = {}
         for r in results:
             vocab.update(r.vocab)
+        with_answers = any(r.answers for r in results)
+        answers = {
+            "answers": [a for r in results for a in (r.answers or [None] * r.n_prompts)]
+            if with_answers
+            else [],
+            "answer_ids": [a for r in results for a in (r.answer_ids or [[]] * r.n_prompts)]
+            if with_answers
+            else [],
+            **{name: torch.cat([getattr(r, name) for r in results]) for name in _ANSWER_TENSORS},
+        }
         return first.replace(
+            **answers,
             stats=stats,
             positions=positions,
             tokens=[t for r in results for t in r.tokens],
@@ -311,32 +375,76 @@ class LensResult:
     def summary(self, position: int = -1):
         """One line per prompt, at one decoded column (default: each prompt's last one).
 
-        Columns: prompt, position, token, final_top1, final_prob, first_stable_row (the first row from
-        which the final top-1 token stays top-1), largest_kl_drop_row (the row whose KL to the final
-        distribution falls most from the row before), kl_drop, and p/rank at the final row for each target.
+        Columns: prompt, position, token, final_top1, final_prob; first_stable_row ("after block 28": the
+        first row from which the final top-1 token stays top-1) and first_stable_layer (its block index,
+        -1 = embeddings); the critical layers: logprob_rises (the 3 rows where the final top-1's
+        log-probability rises most from the row before, with the rise in nats) and kl_falls (the 3 rows
+        where the KL to the final distribution falls most), both excluding the step out of the
+        embeddings, with their block indices in logprob_rise_layers / kl_fall_layers; p/rank at the
+        final row for each target; with answers: answer, answer_logprob (teacher-forced, last row),
+        answer_prob / answer_rank (first answer token, last row) and answer_first_top1 (the first row
+        ranking that token top-1).
         """
         import pandas as pd
 
+        first_top1 = self.answer_first_top1() if self.has_answers else []
         records = []
         for i in range(self.n_prompts):
             j = self.column_at(i, position)
             stable = min(first_stable(self.stats["agrees_with_final"][i, :, j].tolist()), self.n_rows - 1)
-            drop_row, drop = largest_drop(self.stats["kl_to_final"][i, :, j].tolist())
+            rises, falls = self.critical_rows(i, position)
             rec = {
                 "prompt": self.prompts[i] if self.prompts and self.prompts[i] is not None else i,
                 "position": int(self.positions[i, j]),
                 "token": self.tokens[i][int(self.positions[i, j])],
                 "final_top1": self.token(int(self.stats["top_ids"][i, -1, j, 0])),
                 "final_prob": float(self.stats["top_probs"][i, -1, j, 0]),
-                "first_stable_row": self.row_names[stable],
-                "largest_kl_drop_row": self.row_names[drop_row],
-                "kl_drop": drop,
+                "first_stable_row": self.rows[stable].label,
+                "first_stable_layer": self.rows[stable].layer,
+                "logprob_rises": _changes_text(self.rows, rises, "+"),
+                "kl_falls": _changes_text(self.rows, falls, "-"),
+                "logprob_rise_layers": [self.rows[r].layer for r, _ in rises],
+                "kl_fall_layers": [self.rows[r].layer for r, _ in falls],
             }
             for t, name in enumerate(self.target_names):
                 rec[f"p({name})"] = float(self.stats["target_probs"][i, -1, j, t])
                 rec[f"rank({name})"] = int(self.stats["target_ranks"][i, -1, j, t])
+            if self.has_answers:
+                first = first_top1[i]
+                rec["answer"] = self.answers[i]
+                rec["answer_logprob"] = float(self.answer_logprobs[i, -1])
+                rec["answer_prob"] = float(self.answer_probs[i, -1])
+                rec["answer_rank"] = int(self.answer_ranks[i, -1])
+                rec["answer_first_top1"] = (
+                    self.rows[self.row_names.index(first)].label if first is not None else None
+                )
             records.append(rec)
         return pd.DataFrame.from_records(records)
+
+    def critical_rows(
+        self, prompt: int = 0, position: int = -1, top: int = 3
+    ) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+        """The critical layers of one prompt at one decoded column, as (row index, size) lists:
+
+        - rises: the ``top`` rows r where log p_r(final top-1) - log p_{r-1}(final top-1) is largest
+          (the final row's top-1 token; only rises > 0), in nats;
+        - falls: the ``top`` rows r where KL_{r-1} - KL_r (KL to the final distribution) is largest
+          (only falls > 0), in nats.
+
+        The steps from the embeddings through block 0 are left out: on tied-embedding models the embedding
+        row's KL to the final is huge, so the step into block 0 would always win.
+        """
+        if (
+            isinstance(prompt, bool)
+            or not isinstance(prompt, int)
+            or not -self.n_prompts <= prompt < self.n_prompts
+        ):
+            raise LogitLensError(f"prompt index {prompt!r} is out of range: this result has {self.n_prompts}")
+        prompt %= self.n_prompts
+        j = self.column_at(prompt, position)
+        logp = self.stats["final_probs"][prompt, :, j].clamp_min(1e-30).log().tolist()
+        kl = self.stats["kl_to_final"][prompt, :, j].tolist()
+        return largest_changes(logp, self.rows, top), largest_changes([-v for v in kl], self.rows, top)
 
     def first_row(self, target: int = 0, threshold: int = 1, position: int = -1) -> list[str | None]:
         """Per prompt: the first row from which ``target``'s rank stays <= ``threshold`` (None if never)."""
@@ -402,6 +510,15 @@ class LensResult:
                     cols[col] = value[:, t]
             else:
                 cols[name] = value
+        if self.has_answers:  # per (prompt, row), repeated over the prompt's positions
+            answers = np.array(list(self.answers), dtype=object)
+            cols["answer"] = np.repeat(answers[ii] if m else answers[:0], n_rows)
+            for name, col in (
+                ("answer_logprobs", "answer_logprob"),
+                ("answer_probs", "p(answer)"),
+                ("answer_ranks", "rank(answer)"),
+            ):
+                cols[col] = getattr(self, name)[torch.as_tensor(ii)].reshape(-1).numpy()
         return cols, per_target
 
     def to_arrow(self):
@@ -494,6 +611,8 @@ class LensResult:
             "target_ids": self.target_ids,
             "prompts": self.prompts,
             "prompt_index": self.prompt_index,
+            "answers": self.answers,
+            "answer_ids": self.answer_ids,
             "shape": {"prompts": self.n_prompts, "rows": self.n_rows, "positions": self.n_positions},
         }
 
@@ -510,24 +629,27 @@ class LensResult:
             for name in self.stats
             if name in REGISTRY
         }
+        if self.answers:
+            data["answer_tensors"] = {name: _encode(getattr(self, name)) for name in _ANSWER_TENSORS}
         return data
 
     def save(self, path: str | Path) -> Path:
         """Write the result: ``.json`` (``to_dict``) or ``.parquet`` (``to_arrow``), by the suffix."""
+        from .files import write_atomic
+
         path = Path(path)
         suffix = path.suffix.lower()
-        try:
-            if suffix == ".parquet":
-                import pyarrow.parquet as pq
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
 
-                pq.write_table(self.to_arrow(), path, compression="zstd")
-            elif suffix == ".json":
-                path.write_text(json.dumps(self.to_dict(), ensure_ascii=False, allow_nan=False))
-            else:
-                raise LogitLensError(f"cannot save to {path}: the file name must end in .json or .parquet")
-        except OSError as exc:
-            raise LogitLensError(f"cannot write result file {path}: {exc.strerror or exc}") from exc
-        return path
+            table = self.to_arrow()
+            return write_atomic(
+                path, lambda tmp: pq.write_table(table, tmp, compression="zstd"), "the result"
+            )
+        if suffix == ".json":
+            text = json.dumps(self.to_dict(), ensure_ascii=False, allow_nan=False)
+            return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), "the result")
+        raise LogitLensError(f"cannot save to {path}: the file name must end in .json or .parquet")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LensResult:
@@ -564,11 +686,17 @@ class LensResult:
             kwargs = {f: data.get(f, []) for f in _META_FIELDS}
             kwargs["prompt_index"] = data.get("prompt_index")
             vocab = {int(k): v for k, v in data["vocab"].items()}
+            answer_kwargs = _answer_fields(data)
+            for name, enc in (data.get("answer_tensors") or {}).items():
+                if name in _ANSWER_TENSORS:
+                    answer_kwargs[name] = _decode(enc, _ANSWER_TENSORS[name][0])
         except (KeyError, TypeError, ValueError) as exc:
             raise LogitLensError(
                 f"the result file is incomplete or damaged: {type(exc).__name__}: {exc}"
             ) from exc
-        return cls(positions=positions, rows=rows, vocab=vocab, meta=meta, stats=tensors, **kwargs)
+        return cls(
+            positions=positions, rows=rows, vocab=vocab, meta=meta, stats=tensors, **kwargs, **answer_kwargs
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> LensResult:
@@ -578,8 +706,15 @@ class LensResult:
             return _load_parquet(cls, path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise LogitLensError(f"cannot read result file {path}: {exc}") from exc
+        except OSError as exc:
+            raise LogitLensError(f"cannot read result file {path}: {exc.strerror or exc}") from exc
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise LogitLensError(
+                f"cannot read result file {path}: it is not JSON ({type(exc).__name__}); give a .json or "
+                ".parquet file written by LensResult.save"
+            ) from exc
+        if not isinstance(data, dict):
+            raise LogitLensError(f"not a logitlens result: {path} holds JSON but not a result object")
         return cls.from_dict(data)
 
 
@@ -609,6 +744,25 @@ def first_stable(flags: Sequence[bool]) -> int:
     while r > 0 and flags[r - 1]:
         r -= 1
     return r
+
+
+def largest_changes(values: Sequence[float], rows: Sequence[Row], top: int = 3) -> list[tuple[int, float]]:
+    """The ``top`` rows r with the largest positive values[r] - values[r-1], largest first, leaving out
+    the steps from the embeddings through block 0 (into rows of layer 0, "0.attn" included) and NaN /
+    infinite steps: [(r, size), ...]."""
+    steps = []
+    for r in range(1, len(values)):
+        if rows[r - 1].site == "embed" or rows[r].layer <= 0:
+            continue
+        d = values[r] - values[r - 1]
+        if math.isfinite(d) and d > 0:
+            steps.append((r, float(d)))
+    return sorted(steps, key=lambda x: -x[1])[:top]
+
+
+def _changes_text(rows: Sequence[Row], changes: Sequence[tuple[int, float]], sign: str) -> str:
+    """'after block 20 (+2.31), after block 25 (+1.05)' ("" when there are none)."""
+    return ", ".join(f"{rows[r].label} ({sign}{size:.2f})" for r, size in changes)
 
 
 def largest_drop(values: Sequence[float]) -> tuple[int, float]:
@@ -716,7 +870,23 @@ def _load_parquet(cls: type[LensResult], path: Path) -> LensResult:
     kwargs = {f: header.get(f, []) for f in _META_FIELDS}
     kwargs["prompt_index"] = header.get("prompt_index")
     vocab = {int(k): v for k, v in header["vocab"].items()}
-    return cls(positions=positions, rows=rows, vocab=vocab, meta=meta, stats=stats, **kwargs)
+    answer_kwargs = _answer_fields(header)
+    for name, col in (
+        ("answer_logprobs", "answer_logprob"),
+        ("answer_probs", "p(answer)"),
+        ("answer_ranks", "rank(answer)"),
+    ):
+        if col in table.column_names:
+            dtype, fill = _ANSWER_TENSORS[name]
+            out = torch.full((n, n_rows), fill, dtype=dtype)
+            out[index[0], index[1]] = torch.as_tensor(_numeric(table.column(col))).to(dtype)
+            answer_kwargs[name] = out
+    return cls(positions=positions, rows=rows, vocab=vocab, meta=meta, stats=stats, **kwargs, **answer_kwargs)
+
+
+def _answer_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """The answers and their token ids of a saved result (absent in files without answers)."""
+    return {"answers": data.get("answers") or [], "answer_ids": data.get("answer_ids") or []}
 
 
 def _numeric(col) -> np.ndarray:

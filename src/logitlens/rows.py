@@ -3,8 +3,9 @@
 A row is where in the model a vector is read:
 
 - ``Row(-1, "embed")``: the residual stream entering block 0 (embeddings, with any scaling or position
-  embeddings the model adds); named ``"embed"``, depth 0.
-- ``Row(i, "resid")``: the output of block ``i`` (0-based), named ``"i"``, depth ``(i + 1) / L``.
+  embeddings the model adds); named ``"embed"``, labelled "embeddings", depth 0.
+- ``Row(i, "resid")``: the output of block ``i`` (0-based), named ``"i"``, labelled "after block i",
+  depth ``(i + 1) / L``.
 - ``Row(i, "attn")``: inside block ``i``, after its attention and before its MLP (sequential blocks only),
   named ``"i.attn"``, depth ``(i + 0.5) / L``.
 
@@ -45,6 +46,13 @@ class Row:
         if self.site == "embed":
             return "embed"
         return str(self.layer) if self.site == "resid" else f"{self.layer}.{self.site}"
+
+    @property
+    def label(self) -> str:
+        """How texts people read name the row: "embeddings", "after block 12", "block 12 after attention"."""
+        if self.site == "embed":
+            return "embeddings"
+        return f"after block {self.layer}" if self.site == "resid" else f"block {self.layer} after attention"
 
     def depth(self, n_layers: int) -> float:
         """0 for the embeddings, 1 for the output of the last of ``n_layers`` blocks."""

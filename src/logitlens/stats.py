@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from .errors import LogitLensError
+from .kernels import Reduction  # what ``compute`` sees: a plain class, rebuilt inside remote traces
 
 __all__ = [
     "BUILTIN",
@@ -38,22 +39,6 @@ __all__ = [
 ]
 
 KINDS = ("prob", "nats", "rank", "bool", "ids")  # how a value maps to colour (views) and types (export)
-
-
-@dataclass
-class Reduction:
-    """What a registered statistic's ``compute`` sees for one chunk of m decoded vectors x R rows.
-
-    logp, probs: (m, R, V) fp32 log-probabilities and probabilities (read only: do not modify);
-    top_ids: (m, R, k); next_ids: (m,) the actual next token (-1 where there is none);
-    targets: one LongTensor of token ids per target. The last row is the model's own output.
-    """
-
-    logp: torch.Tensor
-    probs: torch.Tensor
-    top_ids: torch.Tensor
-    next_ids: torch.Tensor
-    targets: list[torch.Tensor]
 
 
 @dataclass(frozen=True)

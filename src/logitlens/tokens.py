@@ -1,7 +1,8 @@
 """Readable token strings: byte-level BPE (``Ġ``, ``Ċ``), SentencePiece (``▁``), byte-fallback
 (``<0x0A>``) pieces turned into the text they stand for, with whitespace made visible.
 
-Visible whitespace: space -> ``␣``, newline -> ``↵``, tab -> ``⇥``, carriage return -> ``␍``.
+Visible whitespace: space -> ``␣``, newline -> ``↵``, tab -> ``⇥``, carriage return -> ``␍``, no-break
+space -> ``⍽``.
 Bytes that are not complete UTF-8 on their own are shown as ``\\xNN``.
 """
 
@@ -12,7 +13,8 @@ import unicodedata
 from functools import lru_cache
 
 _BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
-_VISIBLE = str.maketrans({" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"})
+# no-break spaces (U+00A0, U+202F) as ⍽: visible, and not mistaken for a plain space
+_VISIBLE = str.maketrans({" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍", "\u00a0": "⍽", "\u202f": "⍽"})
 
 
 @lru_cache(maxsize=1)
@@ -53,7 +55,10 @@ def readable(piece_or_bytes: str | bytes, byte_level: bool = False) -> str:
     raw = piece_or_bytes if isinstance(piece_or_bytes, bytes) else piece_bytes(piece_or_bytes, byte_level)
     text = raw.decode("utf-8", errors="backslashreplace").translate(_VISIBLE)
     # Other white space (no-break space, ideographic space ...) and invisible format characters.
-    text = "".join(f"\\u{ord(c):04x}" if c.isspace() or unicodedata.category(c) == "Cf" else c for c in text)
+    # Control characters (backspace, escape ...) too: no font draws them and a terminal would act on them.
+    text = "".join(
+        f"\\u{ord(c):04x}" if c.isspace() or unicodedata.category(c) in ("Cf", "Cc") else c for c in text
+    )
     return text or "∅"
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -34,9 +34,13 @@ from ..tokens import visible
 
 __all__ = [
     "CELL_CHARS",
+    "CRITICAL_MARK",
+    "ROW_AXIS",
     "HOVER_K",
     "LABEL_CHARS",
+    "AnswerEnd",
     "Cell",
+    "Change",
     "CompareModel",
     "Curve",
     "HeatmapModel",
@@ -63,6 +67,7 @@ __all__ = [
     "prompt_label",
     "prompt_summary",
     "rank_ticks",
+    "row_labels",
     "shared_target",
     "stat_grid",
     "statistic",
@@ -377,6 +382,30 @@ class TargetEnd:
     prob: float
     rank: int
     first_row: str | None
+    first_label: str | None = None  # the same row as texts name it: "after block 20"
+
+
+@dataclass(frozen=True)
+class Change:
+    """A critical layer: a row where a profile changes most from the row before."""
+
+    row: int  # row index
+    name: str  # row name, "12"
+    label: str  # "after block 12"
+    size: float  # nats, > 0
+
+
+@dataclass(frozen=True)
+class AnswerEnd:
+    """A prompt's answer: the teacher-forced log-probability of all its tokens in the last row, its first
+    token's probability and rank there, and the first row ranking that token top-1 (None: never)."""
+
+    text: str  # made visible: "␣Paris"
+    n_tokens: int
+    logprob: float
+    prob: float
+    rank: int
+    first_top1: str | None  # row label, "after block 20"
 
 
 @dataclass(frozen=True)
@@ -392,10 +421,19 @@ class PromptSummary:
     first_stable: int  # row index from which the final top-1 stays top-1
     first_stable_row: str
     first_stable_depth: float  # its relative depth (0 = embeddings, 1 = the last block)
-    critical: int  # row index where the KL to the final row falls most from the row before
+    critical: int  # row index where the KL to the final row falls most (not out of the embeddings)
     critical_row: str
     kl_drop: float
     targets: list[TargetEnd]
+    first_stable_label: str = ""  # "after block 28"
+    rises: tuple[Change, ...] = ()  # the final top-1's log-probability rises most (top 3)
+    falls: tuple[Change, ...] = ()  # the KL to the final distribution falls most (top 3)
+    answer: AnswerEnd | None = None
+
+    @property
+    def critical_rows(self) -> list[int]:
+        """Row indices of every critical layer (rises and falls), without repeats."""
+        return list(dict.fromkeys([c.row for c in self.rises] + [c.row for c in self.falls]))
 
 
 def prompt_summary(result: LensResult, prompt: int = 0, position: int = -1) -> PromptSummary:
@@ -404,7 +442,27 @@ def prompt_summary(result: LensResult, prompt: int = 0, position: int = -1) -> P
     j = result.columns(prompt)[position]
     n_rows = result.n_rows
     stable = min(first_stable(result.stats["agrees_with_final"][prompt, :, j].tolist()), n_rows - 1)
-    crit, drop = largest_drop(result.stats["kl_to_final"][prompt, :, j].tolist())
+    rise_list, fall_list = result.critical_rows(prompt, position)
+    rows = result.rows
+
+    def changes(found: list[tuple[int, float]]) -> tuple[Change, ...]:
+        return tuple(Change(r, rows[r].name, rows[r].label, size) for r, size in found)
+
+    if fall_list:
+        crit, drop = fall_list[0]
+    else:  # no fall after the embeddings: the largest step of all, as before
+        crit, drop = largest_drop(result.stats["kl_to_final"][prompt, :, j].tolist())
+    answer = None
+    if result.has_answers and result.answers[prompt] is not None:
+        first_name = result.answer_first_top1()[prompt]
+        answer = AnswerEnd(
+            visible(result.answers[prompt] or ""),
+            len(result.answer_ids[prompt]),
+            float(result.answer_logprobs[prompt, -1]),
+            float(result.answer_probs[prompt, -1]),
+            int(result.answer_ranks[prompt, -1]),
+            rows[result.row_names.index(first_name)].label if first_name is not None else None,
+        )
     targets = []
     for t, name in enumerate(result.target_names):
         ranks = result.stats["target_ranks"][prompt, :, j, t]  # (R,)
@@ -415,6 +473,7 @@ def prompt_summary(result: LensResult, prompt: int = 0, position: int = -1) -> P
                 float(result.stats["target_probs"][prompt, -1, j, t]),
                 int(ranks[-1]),
                 result.row_names[first] if first < n_rows else None,
+                result.rows[first].label if first < n_rows else None,
             )
         )
     pos = int(result.positions[prompt, j])
@@ -432,7 +491,26 @@ def prompt_summary(result: LensResult, prompt: int = 0, position: int = -1) -> P
         critical_row=result.row_names[crit],
         kl_drop=drop,
         targets=targets,
+        first_stable_label=result.rows[stable].label,
+        rises=changes(rise_list),
+        falls=changes(fall_list),
+        answer=answer,
     )
+
+
+CRITICAL_MARK = "◆"  # marks a critical layer's row label in the grids
+ROW_AXIS = "after block (◆ critical layer)"  # the grids' row axis title
+
+
+def row_labels(result: LensResult, critical: Sequence[int] = ()) -> list[str]:
+    """(R,) row labels of the grids: "embeddings", then the block index ("12", "12.attn"), with the
+    critical layers (``PromptSummary.critical_rows``) marked "12 ◆"."""
+    marked = set(critical)
+    out = []
+    for r, row in enumerate(result.rows):
+        text = "embeddings" if row.site == "embed" else row.name
+        out.append(f"{text} {CRITICAL_MARK}" if r in marked else text)
+    return out
 
 
 # ---- the heatmap of one prompt --------------------------------------------------------------------------
@@ -457,6 +535,7 @@ class HeatmapModel:
     summary: PromptSummary  # at the last column
     hover: list[list[Cell]] | None  # (R, C), None when not asked for
     menu: list[MenuEntry]
+    row_labels: list[str] = field(default_factory=list)  # (R,) "embeddings", "12", "12 ◆" (critical)
 
 
 def heatmap_model(
@@ -469,6 +548,7 @@ def heatmap_model(
     pos = result.positions[prompt].tolist()
     nexts = next_labels(result, prompt)
     model = result.meta.get("model")
+    summary = prompt_summary(result, prompt)
     return HeatmapModel(
         prompt=prompt,
         text=prompt_label(result, prompt, None),
@@ -484,9 +564,10 @@ def heatmap_model(
         cells=result.top_tokens(prompt),
         next_tokens=[t for t, _ in nexts],
         next_hits=[h for _, h in nexts],
-        summary=prompt_summary(result, prompt),
+        summary=summary,
         hover=hover_records(result, prompt) if hover else None,
         menu=menu_entries(result),
+        row_labels=row_labels(result, summary.critical_rows),
     )
 
 
@@ -497,7 +578,7 @@ def _curve_columns(result: LensResult, prompt: int, position: int | str) -> list
         return cols
     if isinstance(position, bool) or not isinstance(position, int) or not -len(cols) <= position < len(cols):
         raise LogitLensError(
-            f"position {position!r} is out of range for prompt {prompt}, which has {len(cols)} decoded "
+            f"position {position!r} is out of range for prompt {prompt + 1}, which has {len(cols)} decoded "
             "columns; give an index such as -1 (the last) or 'mean' (the average over positions)"
         )
     return [cols[position]]

@@ -20,7 +20,7 @@ import numpy as np
 from ..result import LensResult
 from .model import (
     CELL_CHARS,
-    LABEL_CHARS,
+    ROW_AXIS,
     Cell,
     HeatmapModel,
     Panel,
@@ -53,6 +53,9 @@ __all__ = [
 
 FONT = "DejaVu Sans, Segoe UI, Helvetica, Arial, sans-serif"  # DejaVu has the glyphs ␣ ↵ ⇥
 MATCH = "#1a7f37"  # next-token labels the final top-1 gets right
+PAGE_WIDTH = 1336  # pixels a figure may take: a 1400-pixel window less the report's margins
+WINDOW_COLUMNS = 17  # positions a heatmap shows at first: 66-pixel readable cells that fit a 1400-pixel page
+HEADER_CHARS = 7  # column headers: at most this many characters, so that neighbours never touch
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#7f7f7f"]
 
 
@@ -130,14 +133,18 @@ def _heatmap_figure(result: LensResult, m: HeatmapModel, *, menu: bool, title: s
 
     grid = m.grid
     n_rows, n_cols = len(m.row_names), len(m.columns)
-    cell_w = 66 if n_cols <= 60 else max(6, 1800 // n_cols)
-    show_text = cell_w >= 40
+    # A window of the last positions that fits a 1400-pixel page with readable cells; dragging the heatmap
+    # sideways moves it (double-click: every position). The figure never outgrows the page, so the row
+    # labels, the colour bar and the statistic menu stay in view.
+    window = min(n_cols, WINDOW_COLUMNS)
+    cell_w = 66
+    show_text = True
     xs = list(range(n_cols))
     ys = list(range(n_rows))
     top1 = [[esc(clip(t, CELL_CHARS)) for t in row] for row in m.cells]
     marks = []
     for tok, hit in zip(m.next_tokens, m.next_hits, strict=True):
-        text = esc(clip(tok, LABEL_CHARS))
+        text = esc(clip(tok, HEADER_CHARS))
         marks.append(f"<span style='color:{MATCH}'><b>✓{text}</b></span>" if hit else text)
     assert m.hover is not None
     fig = go.Figure()
@@ -173,17 +180,34 @@ def _heatmap_figure(result: LensResult, m: HeatmapModel, *, menu: bool, title: s
             showlegend=False,
         )
     )
-    width = max(620, 190 + cell_w * n_cols)
+    width = max(620, 190 + cell_w * window)
     n_menu = len(m.menu) if menu else 0
+    windowed = window < n_cols
     height = max(210 + 22 * n_rows, 130 + 34 * n_menu)  # room for the open drop-down
     if title is None:
         title = esc(clip(m.text, max(20, (width - 250) // 9)))
-    sub = " · ".join(x for x in (esc(m.model) if m.model else "", f"colour: {esc(grid.label)}") if x)
+    colour = f"colour: {esc(grid.label)}"
+    sub = " · ".join(x for x in (esc(m.model) if m.model else "", colour) if x)
+    if m.summary.answer is not None:
+        a = m.summary.answer
+        sub += f"<br>answer {esc(a.text)}: log p {a.logprob:.2f} ({a.n_tokens} token{'s' if a.n_tokens != 1 else ''}), first token rank {a.rank:,}"
+        sub += f", top-1 first {esc(a.first_top1)}" if a.first_top1 else ", never top-1"
+    if windowed:
+        sub += f"<br>the last {window} of {n_cols} positions: drag the heatmap sideways for the others"
     axis_font = {"family": FONT, "size": 12}
+    head = f"{title}<br>" if title else ""
+
+    def title_for(label: str) -> str:  # the caption follows the statistic menu
+        return (
+            head
+            + "<span style='font-size:12px;color:#555'>"
+            + sub.replace(colour, f"colour: {esc(label)}", 1)
+            + "</span>"
+        )
+
     fig.update_layout(
         title={
-            "text": (f"{title}<br>" if title else "")
-            + f"<span style='font-size:12px;color:#555'>{sub}</span>",
+            "text": title_for(grid.label),
             "x": 0.01,
             "y": 1 - 14 / height,
             "yref": "container",
@@ -192,20 +216,21 @@ def _heatmap_figure(result: LensResult, m: HeatmapModel, *, menu: bool, title: s
         font={"family": FONT, "size": 12},
         width=width,
         height=height,
-        margin={"l": 70, "r": 20, "t": 140 if title else 120, "b": 80},
+        margin={"l": 110, "r": 40, "t": (140 if title else 120) + (18 if windowed else 0), "b": 80},
+        dragmode="pan" if windowed else "zoom",
         plot_bgcolor="white",
         hoverlabel={"font": {"family": FONT, "size": 12}, "align": "left"},
         xaxis={
             "tickmode": "array",
             "tickvals": xs,
             "ticktext": [  # token over position, so that repeated tokens stay distinct labels
-                f"{esc(clip(tok, LABEL_CHARS))}<br><span style='font-size:10px;color:#777'>{pos}</span>"
+                f"{esc(clip(tok, HEADER_CHARS))}<br><span style='font-size:10px;color:#777'>{pos}</span>"
                 for tok, pos in zip(m.tokens, m.positions, strict=True)
             ],
             "tickangle": 0,
             "tickfont": axis_font,
             "title": {"text": "input token (position)"},
-            "range": [-0.5, n_cols - 0.5],
+            "range": [n_cols - window - 0.5, n_cols - 0.5],
             "showgrid": False,
             "zeroline": False,
             "showticklabels": show_text,
@@ -226,29 +251,38 @@ def _heatmap_figure(result: LensResult, m: HeatmapModel, *, menu: bool, title: s
         yaxis={
             "tickmode": "array",
             "tickvals": ys,
-            "ticktext": [esc(r) for r in m.row_names],
+            "ticktext": [esc(r) for r in m.row_labels],
             "tickfont": axis_font,
-            "title": {"text": "row (layer)"},
+            "title": {"text": ROW_AXIS},
             "range": [-0.5, n_rows - 0.5],
             "showgrid": False,
             "zeroline": False,
+            "fixedrange": windowed,  # dragging moves the window sideways only
         },
     )
     if menu:  # its top 40 px below the figure's top
         plot_h = fig.layout.height - fig.layout.margin.t - fig.layout.margin.b
         y = 1 + (fig.layout.margin.t - 40) / plot_h
-        fig.update_layout(updatemenus=[_stat_menu(result, m, y)])
+        fig.update_layout(updatemenus=[_stat_menu(result, m, y, title_for)])
     return fig
 
 
-def _stat_menu(result: LensResult, m: HeatmapModel, y: float = 1.2) -> dict[str, Any]:
+def _stat_menu(result: LensResult, m: HeatmapModel, y: float = 1.2, title_for=None) -> dict[str, Any]:
+    """The statistic drop-down: each entry recolours the heatmap and, with ``title_for`` (label -> title
+    text), rewrites the caption's "colour: ..." to match."""
     buttons = []
     active = 0
     for i, entry in enumerate(m.menu):
         grid = stat_grid(result, m.prompt, entry.stat, entry.target if entry.target is not None else 0)
         if entry.stat == m.grid.stat and entry.target == m.grid.target:
             active = i
-        buttons.append({"label": esc(entry.label), "method": "restyle", "args": [restyle(grid), [0]]})
+        if title_for is None:
+            buttons.append({"label": esc(entry.label), "method": "restyle", "args": [restyle(grid), [0]]})
+        else:
+            layout = {"title.text": title_for(grid.label)}
+            buttons.append(
+                {"label": esc(entry.label), "method": "update", "args": [restyle(grid), layout, [0]]}
+            )
     return {
         "buttons": buttons,
         "active": active,
@@ -371,8 +405,10 @@ def compare_figure(
     max_rows = max(len(h.row_names) for h in m.heatmaps)
     max_cols = max(len(h.columns) for h in m.heatmaps)
     heat_h, curve_h = 22 * max_rows + 90, 300
-    show_text = max_cols * n <= 48
-    width = max(900, n * (max_cols * 50 + 90) + 200) if show_text else 1500
+    # The last positions that fit a 1400-pixel page at readable 45-pixel cells; drag sideways for the rest.
+    window = max(1, min(max_cols, (PAGE_WIDTH - 200 - n * 90) // (n * 45)))
+    show_text = True
+    width = min(PAGE_WIDTH, max(900, n * (window * 50 + 90) + 200))
     specs = [[{"colspan": k}] + [None] * (k - 1) for _ in range(n)]
     specs_bottom = [[{"colspan": n}] + [None] * (n - 1) for _ in range(k)]
     fig = make_subplots(
@@ -409,7 +445,8 @@ def compare_figure(
             tickmode="array",
             tickvals=list(range(n_cols)),
             ticktext=[esc(t) for t in column_labels(res, h.prompt, 8)],
-            tickangle=-45 if max_cols * n > 12 else 0,
+            tickangle=-45 if window * n > 12 else 0,
+            range=[n_cols - min(window, n_cols) - 0.5, n_cols - 0.5],
             showgrid=False,
             zeroline=False,
             row=1,
@@ -418,10 +455,11 @@ def compare_figure(
         fig.update_yaxes(
             tickmode="array",
             tickvals=list(range(len(h.row_names))),
-            ticktext=[esc(r) for r in h.row_names],
+            ticktext=[esc(r) for r in h.row_labels],
             showgrid=False,
             zeroline=False,
-            title_text="row (layer)" if i == 0 else None,
+            fixedrange=True,
+            title_text=ROW_AXIS if i == 0 else None,
             row=1,
             col=i * k + 1,
         )
@@ -459,7 +497,13 @@ def compare_figure(
     head = esc(clip(m.title, 90))
     fig.update_layout(
         title={
-            "text": f"{head}<br><span style='font-size:12px;color:#555'>curves at the {m.where}</span>",
+            "text": f"{head}<br><span style='font-size:12px;color:#555'>curves at the {m.where}"
+            + (
+                f" · heatmaps: the last {window} of {max_cols} positions, drag sideways for the others"
+                if window < max_cols
+                else ""
+            )
+            + "</span>",
             "x": 0.01,
         },
         font={"family": FONT, "size": 12},
@@ -468,7 +512,8 @@ def compare_figure(
         plot_bgcolor="white",
         hoverlabel={"font": {"family": FONT, "size": 12}, "align": "left"},
         legend={"orientation": "h", "y": -0.08, "yanchor": "top", "x": 0},
-        margin={"t": 130, "l": 70, "r": 110, "b": 60},
+        margin={"t": 130, "l": 110, "r": 110, "b": 60},
+        dragmode="pan" if window < max_cols else "zoom",
         updatemenus=[_compare_menu(results, m, stat, target)],
     )
     return fig

@@ -11,23 +11,45 @@ Example:
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from ..errors import LogitLensError
+from ..files import write_atomic
 from ..result import LensResult
-from .model import CELL_CHARS, LABEL_CHARS, HeatmapModel, clip, heatmap_model
+from .model import CELL_CHARS, LABEL_CHARS, ROW_AXIS, HeatmapModel, clip, heatmap_model
 
-__all__ = ["CELL_H", "CELL_W", "FONTS", "MATCH", "figure", "subtitle", "write_png"]
+__all__ = [
+    "CELL_H",
+    "CELL_W",
+    "FONTS",
+    "MATCH",
+    "answer_line",
+    "compare_figure",
+    "critical_line",
+    "figure",
+    "subtitle",
+    "write_compare_png",
+    "write_png",
+]
 
+IMAGE_FORMATS = {
+    ".png": "png",
+    ".svg": "svg",
+    ".pdf": "pdf",
+    ".jpg": "jpg",
+    ".jpeg": "jpg",
+}  # suffix -> format
 CELL_W = 0.78  # inches per position (about 8 characters of 9 pt text)
 CELL_H = 0.26  # inches per row
 FONT_SIZE = 9  # points, cell text and tick labels
 # DejaVu Sans (bundled with matplotlib) has ␣ ↵ ⇥ ✓; the others, where installed, add CJK and more.
 FONTS = ["DejaVu Sans", "Noto Sans CJK JP", "Noto Sans CJK SC", "Noto Sans", "Arial Unicode MS"]
 MATCH = "#1a7f37"  # next-token labels the final top-1 gets right
+CHARS_PER_INCH = 12  # characters of 9 pt DejaVu Sans per inch, with room to spare
 MAX_TARGET_LINES = 3  # at most this many target lines under the title
 
 
@@ -43,29 +65,100 @@ def subtitle(m: HeatmapModel) -> str:
     sub = " · ".join(x for x in (m.model or "", f"colour: {m.grid.label}", f"{m.lens} lens") if x)
     for t in m.summary.targets[:MAX_TARGET_LINES]:
         sub += f"\n{t.name} at the last position: p {t.prob:.3f}, rank {t.rank:,} in the last row"
-        sub += f", top-1 from row {t.first_row}" if t.first_row is not None else ", never top-1"
+        sub += f", top-1 from: {t.first_label}" if t.first_label is not None else ", never top-1"
     return sub
+
+
+def critical_line(m: HeatmapModel) -> str:
+    """◆ the critical layers at the last position (rows where log p(final top-1) rises / KL falls most)."""
+    s = m.summary
+    parts = []
+    if s.rises:
+        parts.append(
+            "log p(final top-1) rises most " + ", ".join(f"{c.label} (+{c.size:.1f})" for c in s.rises)
+        )
+    if s.falls:
+        parts.append("KL to final falls most " + ", ".join(f"{c.label} (-{c.size:.1f})" for c in s.falls))
+    return ("◆ " + "; ".join(parts)) if parts else ""
+
+
+def answer_line(m: HeatmapModel) -> str:
+    """The answer under the title: its teacher-forced log-probability, first token's p / rank, first top-1."""
+    a = m.summary.answer
+    if a is None:
+        return ""
+    text = f"answer {a.text}: log p {a.logprob:.2f} ({a.n_tokens} token{'s' if a.n_tokens != 1 else ''})"
+    text += f", first token p {a.prob:.3f}, rank {a.rank:,}"
+    return text + (f", top-1 first {a.first_top1}" if a.first_top1 else ", never top-1")
 
 
 def figure(
     result: LensResult, prompt: int = 0, stat: str = "top_probs", target: int | str = 0, *, dpi: int = 100
 ):
     """The matplotlib Figure of ``write_png`` (not attached to pyplot)."""
-    from matplotlib import colormaps
-    from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
 
     m = heatmap_model(result, prompt, stat, target, hover=False)
+    lay = _layout(m)
+    fig = Figure(figsize=(lay.width, lay.height), dpi=dpi)
+    _draw(fig, m, lay, lay.width, lay.height)
+    return fig
+
+
+def compare_figure(results, names, prompt: int = 0, stat: str = "top_probs", *, dpi: int = 100):
+    """Several results' heatmaps of one prompt side by side, each with its model's name as its title."""
+    from matplotlib.figure import Figure
+
+    models = [heatmap_model(r, prompt, stat, 0, hover=False) for r in results]
+    layouts = [_layout(m, title) for m, title in zip(models, names, strict=True)]
+    width, height = sum(lay.width for lay in layouts), max(lay.height for lay in layouts)
+    fig = Figure(figsize=(width, height), dpi=dpi)
+    subs = fig.subfigures(1, len(models), width_ratios=[lay.width for lay in layouts], wspace=0)
+    for sub, m, lay in zip(np.atleast_1d(subs).tolist(), models, layouts, strict=True):  # type: ignore[arg-type]
+        _draw(sub, m, lay, lay.width, height)
+    return fig
+
+
+class _Layout(NamedTuple):
+    """Inches of one heatmap panel: margins, plot area, total; the title and the wrapped grey lines."""
+
+    left: float
+    right: float
+    bottom: float
+    top: float
+    plot_w: float
+    plot_h: float
+    width: float
+    height: float
+    title: str
+    sub_lines: list[str]
+
+
+def _layout(m: HeatmapModel, title: str | None = None) -> _Layout:
+    left, right, bottom = 1.3, 1.5, 0.85  # inches of margin: row labels and axis title | colour bar, ticks
+    n_rows, n_cols = m.grid.z.shape
+    plot_w, plot_h = CELL_W * max(n_cols, 4), CELL_H * max(n_rows, 6)  # tiny grids get wider cells
+    width = left + right + plot_w
+    # the grey lines under the title, wrapped to the image's width (never cut at its edge)
+    chars = max(30, int((width - 0.7) * CHARS_PER_INCH))
+    text = "\n".join(x for x in (subtitle(m), answer_line(m), critical_line(m)) if x)
+    sub_lines = [w for line in text.split("\n") for w in (textwrap.wrap(line, chars) or [""])]
+    top = 1.45 + 0.2 * max(0, len(sub_lines) - 2)  # title, grey lines, next-token axis
+    if title is None:
+        title = clip(m.text, 110) + (f"  →  {clip(m.summary.answer.text, 40)}" if m.summary.answer else "")
+    title = "\n".join(textwrap.wrap(title, max(20, int((width - 0.7) * CHARS_PER_INCH * 0.75)))[:1])
+    return _Layout(left, right, bottom, top, plot_w, plot_h, width, top + bottom + plot_h, title, sub_lines)
+
+
+def _draw(fig, m: HeatmapModel, lay: _Layout, width: float, height: float) -> None:
+    """Draw one heatmap panel into ``fig`` (a Figure or SubFigure of ``width`` x ``height`` inches)."""
+    from matplotlib import colormaps
+    from matplotlib.colors import Normalize
+
     grid = m.grid
     n_rows, n_cols = grid.z.shape
     fonts = _fonts()
-
-    n_lines = min(MAX_TARGET_LINES, len(m.summary.targets))  # a line per target under the title
-    left, right, bottom = 0.9, 1.5, 0.85  # inches of margin: row names | colour bar, tick labels
-    top = 1.45 + 0.2 * max(0, n_lines - 1)  # titles, target lines, next-token axis
-    plot_w, plot_h = CELL_W * max(n_cols, 4), CELL_H * max(n_rows, 6)  # tiny grids get wider cells
-    width, height = left + right + plot_w, top + bottom + plot_h
-    fig = Figure(figsize=(width, height), dpi=dpi)
+    left, bottom, plot_w, plot_h = lay.left, lay.bottom, lay.plot_w, lay.plot_h
     ax = fig.add_axes((left / width, bottom / height, plot_w / width, plot_h / height))
 
     cmap = colormaps[grid.colorscale + ("_r" if grid.reverse else "")].with_extremes(bad="#f0f0f0")
@@ -97,10 +190,10 @@ def figure(
 
     ax.set_xlim(-0.5, n_cols - 0.5)
     ax.set_ylim(-0.5, n_rows - 0.5)
-    ax.set_yticks(range(n_rows), m.row_names, fontsize=FONT_SIZE, family=fonts)
+    ax.set_yticks(range(n_rows), m.row_labels, fontsize=FONT_SIZE, family=fonts)
     labels = [f"{clip(t, LABEL_CHARS)}\n{p}" for t, p in zip(m.tokens, m.positions, strict=True)]
     ax.set_xticks(range(n_cols), labels, fontsize=FONT_SIZE, family=fonts)
-    ax.set_ylabel("row (layer)", fontsize=FONT_SIZE + 1, family=fonts)
+    ax.set_ylabel(ROW_AXIS, fontsize=FONT_SIZE + 1, family=fonts)
     ax.set_xlabel("input token / position", fontsize=FONT_SIZE + 1, family=fonts)
     ax.tick_params(length=0)
     for spine in ax.spines.values():
@@ -135,7 +228,7 @@ def figure(
     fig.text(
         0.5 / width,
         1 - 0.2 / height,
-        clip(m.text, 110),
+        lay.title,
         fontsize=FONT_SIZE + 3,
         family=fonts,
         weight="bold",
@@ -145,7 +238,7 @@ def figure(
     fig.text(
         0.5 / width,
         1 - 0.5 / height,
-        subtitle(m),
+        "\n".join(lay.sub_lines),
         fontsize=FONT_SIZE,
         family=fonts,
         color="#555",
@@ -153,7 +246,6 @@ def figure(
         linespacing=1.5,
         parse_math=False,
     )
-    return fig
 
 
 def write_png(
@@ -165,16 +257,42 @@ def write_png(
     *,
     dpi: int = 100,
 ) -> Path:
-    """Write a static PNG heatmap of ``prompt`` coloured by ``stat`` and return its path.
+    """Write a static heatmap of ``prompt`` coloured by ``stat`` and return its path; the suffix picks the
+    format: .png, .svg, .pdf, .jpg / .jpeg.
 
     stat: any drawable statistic ("top_probs", "final_probs", "entropy", "kl_to_final", "target_probs",
     "target_ranks", ...; older names such as "kl" work too; see ``views.model.stat_grid``). dpi=100 is
     readable at 100% zoom (about 78 px per position, 26 px per row); raise it for print.
     """
-    fig = figure(result, prompt, stat, target, dpi=dpi)
+    _format(path)  # before drawing: a bad suffix fails at once
+    return _save(figure(result, prompt, stat, target, dpi=dpi), path, dpi)
+
+
+def write_compare_png(
+    results, names, path: str | Path, prompt: int = 0, stat: str = "top_probs", *, dpi: int = 100
+) -> Path:
+    """Write several results' heatmaps of one prompt side by side (``compare_figure``); format by suffix."""
+    return _save(compare_figure(results, names, prompt, stat, dpi=dpi), path, dpi)
+
+
+def _format(path: str | Path) -> str:
+    """The image format a file name asks for; one line listing the suffixes otherwise."""
+    fmt = IMAGE_FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise LogitLensError(
+            f"cannot write an image to {path}: the file name must end in "
+            f"{', '.join(sorted(IMAGE_FORMATS))} (the suffix picks the format)"
+        )
+    return fmt
+
+
+def _save(fig, path: str | Path, dpi: int) -> Path:
     path = Path(path)
-    try:
-        fig.savefig(path, dpi=dpi, facecolor="white", metadata={"Software": "logitlens"})
-    except OSError as exc:
-        raise LogitLensError(f"cannot write the PNG to {path}: {exc.strerror or exc}") from None
-    return path
+    fmt = _format(path)
+    metadata = {"png": {"Software": "logitlens"}, "pdf": {"Creator": "logitlens"}}.get(fmt)
+
+    def save(tmp: Path) -> None:
+        with tmp.open("wb") as f:
+            fig.savefig(f, format=fmt, dpi=dpi, facecolor="white", metadata=metadata)
+
+    return write_atomic(path, save, f"the {fmt.upper()} image")

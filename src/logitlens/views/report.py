@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import LogitLensError
+from ..files import write_atomic
 from ..result import LensResult
 from ..tokens import visible
 from .model import check_prompt, distinct_names, prompt_label, prompt_summary
@@ -57,7 +58,8 @@ h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 17px; margin: 28px 0 8p
 p.meta { color: #57606a; margin: 0 0 16px; font-size: 13px; }
 table.summary { border-collapse: collapse; font-size: 13px; }
 table.summary th, table.summary td { border-bottom: 1px solid #d0d7de; padding: 4px 10px; text-align: left;
-  vertical-align: top; max-width: 420px; }
+  vertical-align: top; max-width: 260px; overflow-wrap: anywhere; }
+table.summary { max-width: 100%%; }
 table.summary th { background: #f6f8fa; }
 .figure { overflow-x: auto; margin-bottom: 8px; }
 footer { margin-top: 32px; color: #57606a; font-size: 12px; }
@@ -130,7 +132,11 @@ def _meta_line(result: LensResult) -> str:
 def summary_table(result: LensResult) -> str:
     """``result.summary()`` as an HTML table (targets shown with ␣ for spaces)."""
     df = result.summary()
+    # the block indices repeat the row labels beside them: the page keeps the words
+    df = df.drop(columns=["first_stable_layer", "logprob_rise_layers", "kl_fall_layers"])
     df = df.rename(columns={c: visible(c) for c in df.columns if c.startswith(("p(", "rank("))})
+    if "answer" in df:
+        df["answer"] = [visible(a) if isinstance(a, str) else a for a in df["answer"]]
     table = df.to_html(
         index=False, escape=True, border=0, classes="summary", float_format=lambda x: f"{x:.3f}"
     )
@@ -148,7 +154,7 @@ def report_html(result: LensResult, title: str | None = None) -> str:
     parts += ["<h2>Summary (last position of each prompt)</h2>", summary_table(result)]
     for i in range(result.n_prompts):
         label = html.escape(prompt_label(result, i, 120))
-        parts.append(f"<h2>Prompt {i}: “{scrub_text(label)}”</h2>")
+        parts.append(f"<h2>Prompt {i + 1}: “{scrub_text(label)}”</h2>")
         parts.append(figure_div(heatmap(result, i, menu=True, title=""), div_id=f"heatmap-{i}"))
     if result.target_names:
         parts.append("<h2>Targets across rows</h2>")
@@ -171,23 +177,39 @@ def write_html(result: LensResult, path: str | Path, title: str | None = None) -
 
 def _write_page(path: str | Path, text: str, what: str) -> Path:
     """Write a page; a failure is one LogitLensError line naming ``what`` and the path."""
-    path = Path(path)
-    try:
-        path.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise LogitLensError(f"cannot write {what} to {path}: {exc.strerror or exc}") from None
-    return path
+    return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), what)
 
 
-def notebook_html(result: LensResult, prompt: int = 0) -> str:
-    """Jupyter output: the heatmap of ``prompt`` (statistic menu included) with plotly.js embedded.
+_NOTEBOOK = {"plotlyjs_sent": False}  # plotly.js goes into the first notebook output of a session only
 
-    Self-contained on purpose: it renders in JupyterLab, the classic notebook, VS Code and exported HTML,
-    online or not, without a notebook extension; the cost is about 4.8 MB per displayed result. For light
-    notebooks call ``result.plot().show()``, which goes through plotly's own renderers.
+
+def notebook_html(result: LensResult, prompt: int = 0, *, embed_plotlyjs: bool | None = None) -> str:
+    """Jupyter output: the heatmap of ``prompt`` (statistic menu included), offline.
+
+    plotly.js (~4.8 MB) is embedded in the first such output of the Python session only; later outputs
+    use it from the page (embed_plotlyjs=True forces it, e.g. after clearing that first output). A result
+    of several prompts says so and how to show the others.
     """
+    embed = not _NOTEBOOK["plotlyjs_sent"] if embed_plotlyjs is None else embed_plotlyjs
+    _NOTEBOOK["plotlyjs_sent"] = _NOTEBOOK["plotlyjs_sent"] or embed
     fig = heatmap(result, prompt, menu=True)
-    return f"<script>{offline_plotlyjs()}</script>" + figure_div(fig)
+    head = f"<script>{offline_plotlyjs()}</script>" if embed else _PLOTLY_MISSING
+    note = ""
+    if result.n_prompts > 1:
+        note = (
+            f'<p style="font-size:13px;color:#57606a">prompt {prompt + 1} of {result.n_prompts}; show another '
+            "with <code>res.plot(prompt=i)</code> (i from 0), or all with "
+            "<code>logitlens.report.write_html(res, 'report.html')</code></p>"
+        )
+    return head + figure_div(fig) + note
+
+
+# shown by a notebook output whose page lacks plotly.js (the first output, which carried it, was cleared)
+_PLOTLY_MISSING = (
+    "<script>if (!window.Plotly) { document.currentScript.insertAdjacentHTML('afterend', "
+    "'<p>plotly.js is not on this page (the output that carried it was cleared): display the result with "
+    "logitlens.views.report.notebook_html(res, embed_plotlyjs=True)</p>'); }</script>"
+)
 
 
 # ---- comparing models ---------------------------------------------------------------------------------
@@ -195,52 +217,43 @@ def write_compare_html(
     results: Sequence[LensResult],
     names: Sequence[str] | None,
     path: str | Path,
-    prompt: int = 0,
+    prompt: int | Sequence[int] = 0,
     *,
     title: str | None = None,
     target: int | str = 0,
     position: int = -1,
 ) -> Path:
-    """Write ONE self-contained HTML page comparing ``results`` on ``prompt`` and return its path.
+    """Write ONE self-contained HTML page comparing ``results`` on ``prompt`` (an index, or several: one
+    section each) and return its path.
 
-    The page holds a table (model, rows, final top-1 and its probability, first row from which the final
-    top-1 stays top-1, as a row name and as relative depth) and ``compare_figure``.
+    Each section holds a table (model, rows, final top-1 and its probability, the row from which the final
+    top-1 stays top-1, and its relative depth) and ``compare_figure``.
     """
     if not results:
         raise LogitLensError("compare needs at least one result")
     names = distinct_names(results, names)
     title = title or "logitlens · " + " vs ".join(names)
-    rows = []
-    for name, res in zip(names, results, strict=True):
-        s = prompt_summary(res, check_prompt(res, prompt))
-        rows.append(
-            "<tr>"
-            + "".join(
-                f"<td>{html.escape(str(x))}</td>"
-                for x in (
-                    name,
-                    res.n_rows,
-                    s.final_top1,
-                    f"{s.final_prob:.3f}",
-                    s.first_stable_row,
-                    f"{s.first_stable_depth:.2f}",
-                )
-            )
-            + "</tr>"
-        )
     head = "".join(
         f"<th>{h}</th>"
-        for h in ("model", "rows", "final top-1", "p", "final top-1 stable from row", "at relative depth")
+        for h in ("model", "rows", "final top-1", "p", "final top-1 stays top-1 from", "at relative depth")
     )
-    table = f'<table class="summary"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
-    body = "\n".join(
-        [
-            f"<h1>{scrub_text(html.escape(title))}</h1>",
-            f'<p class="meta">“{scrub_text(html.escape(prompt_label(results[0], check_prompt(results[0], prompt), 200)))}”</p>',
+    parts = [f"<h1>{scrub_text(html.escape(title))}</h1>"]
+    for i, p in enumerate([prompt] if isinstance(prompt, int) else list(prompt)):
+        rows = []
+        for name, res in zip(names, results, strict=True):
+            s = prompt_summary(res, check_prompt(res, p))
+            cells = [name, res.n_rows, s.final_top1, f"{s.final_prob:.3f}", s.first_stable_label]
+            cells.append(f"{s.first_stable_depth:.2f}")
+            rows.append("<tr>" + "".join(f"<td>{html.escape(str(x))}</td>" for x in cells) + "</tr>")
+        table = f'<table class="summary"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+        label = prompt_label(results[0], check_prompt(results[0], p), 200)
+        parts += [
+            f'<p class="meta">“{scrub_text(html.escape(label))}”</p>',
             scrub_text(table),
             figure_div(
-                compare_figure(results, names, prompt, target=target, position=position), div_id="compare"
+                compare_figure(results, names, p, target=target, position=position),
+                div_id="compare" if i == 0 else f"compare-{i}",
             ),
         ]
-    )
+    body = "\n".join(parts)
     return _write_page(path, page(title, body), "the comparison")

@@ -1,0 +1,598 @@
+"""Corpus metrics: how well each row's decoding predicts the text, averaged over every position of a corpus.
+
+``evaluate(lens, data)`` packs a corpus into sequences (``logitlens.data``), runs them through the lens's
+batched path (``LogitLens.iter_run``: one forward per batch, every row x position of the batch decoded in
+the same large products and reduced on the device) and folds each batch into running per-row sums
+(``RowAggregate``), so memory does not grow with the corpus. Per row (embeddings, each block's output,
+optionally the "attn" rows), over every position that has a next token (``seq_len - 1`` per sequence):
+
+- ``cross_entropy``: -log p_row(actual next token), nats; ``bits_per_token`` the same in bits;
+- ``kl_to_final``: KL(p_final || p_row), nats; ``entropy``: H(p_row), nats;
+- ``agreement``: share of positions where the row's top-1 equals the final row's top-1;
+- ``accuracy``: share of positions where the row's top-1 is the actual next token;
+
+each with its standard error (``*_se``: the sample standard deviation over positions / sqrt(n); positions
+of one text are correlated, so read it as a lower bound). The last row is the model's own output.
+
+The same module draws the table: ``eval_figure`` (Plotly), ``write_eval_html`` (one offline file),
+``write_eval_png`` (matplotlib, Agg). Several models' tables (concatenated) line up on relative depth.
+
+Example:
+    >>> df = evaluate(lens, "sample", seq_len=256, tokens=16_384)
+    >>> df[["row_name", "depth", "bits_per_token", "accuracy"]]
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .data import Corpus
+from .errors import LogitLensError
+from .rows import Row
+
+if TYPE_CHECKING:  # numpy, torch, pandas are imported where they are used: importing this module is light
+    import numpy as np
+    import pandas as pd
+    import torch
+
+__all__ = [
+    "METRICS",
+    "RowAggregate",
+    "eval_figure",
+    "evaluate",
+    "progress_bar",
+    "write_eval_html",
+    "write_eval_png",
+]
+
+TOKENS_PER_BATCH = 4096  # default batch: this many tokens per forward pass (at least one sequence)
+LN2 = math.log(2.0)
+# name -> (label, unit); the table's columns are name and name_se, in this order.
+METRICS: dict[str, tuple[str, str]] = {
+    "cross_entropy": ("cross-entropy vs next token", "nats"),
+    "bits_per_token": ("cross-entropy vs next token", "bits/token"),
+    "kl_to_final": ("KL to final row", "nats"),
+    "entropy": ("entropy", "nats"),
+    "agreement": ("top-1 = final row's top-1", "share"),
+    "accuracy": ("top-1 = actual next token", "share"),
+}
+_RUN_ONLY = ("top_k", "targets", "positions", "attention_mask")  # evaluate picks these itself
+
+
+# ---- progress -----------------------------------------------------------------------------------------
+@contextmanager
+def progress_bar(
+    total: int, unit: str, *, enabled: bool = True, description: str = "", completed: int = 0
+) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on stderr (done/total, rate in ``unit``/s, elapsed, ETA); yields ``advance(n)``.
+    ``completed``: already done before (a resumed run).
+
+    enabled=False shows nothing (the yielded function does nothing).
+    """
+    if not enabled:
+        yield lambda n: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class _Rate(ProgressColumn):
+        def render(self, task) -> Text:
+            speed = task.finished_speed or task.speed
+            if not speed and task.elapsed:  # batches slower than rich's window: the average since the start
+                speed = (task.completed - task.fields["first"]) / task.elapsed
+            return Text(f"{speed:,.1f} {unit}/s" if speed else f"- {unit}/s", style="progress.data.speed")
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(unit),
+        _Rate(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    # a window of 10 minutes: a batch of a large model on a CPU can take minutes (the ETA needs a rate)
+    with Progress(*columns, console=Console(stderr=True), transient=False, speed_estimate_period=600) as bar:
+        task = bar.add_task(description, total=total, completed=completed, first=completed)
+        yield lambda n: bar.advance(task, n)
+
+
+# ---- running per-row means ----------------------------------------------------------------------------
+class RowAggregate:
+    """Per-row running count, mean and sum of squared deviations of named metrics, in float64.
+
+    Batches are merged with Chan et al.'s pairwise update (exact, stable), so memory is O(rows x metrics)
+    however many values pass through. NaN values (no next token) are skipped.
+    """
+
+    def __init__(self, rows: Sequence[Row], n_layers: int):
+
+        self.rows = list(rows)
+        self.n_layers = int(n_layers)
+        self._n: dict[str, np.ndarray] = {}  # metric -> (R,) counts
+        self._mean: dict[str, np.ndarray] = {}
+        self._m2: dict[str, np.ndarray] = {}
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.rows)
+
+    def add(self, name: str, values: np.ndarray, row: np.ndarray) -> None:
+        """Fold in values (n,) of metric ``name``, ``row`` (n,) the row index of each."""
+        import numpy as np
+
+        n_rows = self.n_rows
+        values = np.asarray(values, dtype=np.float64).reshape(-1)
+        row = np.asarray(row, dtype=np.int64).reshape(-1)
+        keep = ~np.isnan(values)
+        if not keep.all():
+            values, row = values[keep], row[keep]
+        cnt = np.bincount(row, minlength=n_rows).astype(np.float64)  # (R,)
+        mean = np.divide(
+            np.bincount(row, weights=values, minlength=n_rows), cnt, out=np.zeros(n_rows), where=cnt > 0
+        )
+        m2 = np.bincount(row, weights=(values - mean[row]) ** 2, minlength=n_rows)
+        if name not in self._n:
+            self._n[name], self._mean[name], self._m2[name] = cnt, mean, m2
+            return
+        n0, mean0 = self._n[name], self._mean[name]
+        total = n0 + cnt
+        frac = np.divide(cnt, total, out=np.zeros(n_rows), where=total > 0)
+        delta = mean - mean0
+        self._mean[name] = mean0 + delta * frac
+        self._m2[name] = self._m2[name] + m2 + delta**2 * n0 * frac
+        self._n[name] = total
+
+    def count(self, name: str) -> np.ndarray:
+        import numpy as np
+
+        return self._n.get(name, np.zeros(self.n_rows)).astype(np.int64)
+
+    def mean_se(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(R,) means and standard errors sqrt(var / n), var with n - 1; NaN where n < 1 (se: n < 2)."""
+        import numpy as np
+
+        n = self._n.get(name, np.zeros(self.n_rows))
+        mean = np.where(n > 0, self._mean.get(name, np.zeros(self.n_rows)), np.nan)
+        var = np.divide(
+            self._m2.get(name, np.zeros(self.n_rows)), n - 1, out=np.full(self.n_rows, np.nan), where=n > 1
+        )
+        se = np.sqrt(np.divide(var, n, out=np.full(self.n_rows, np.nan), where=n > 1))
+        return mean, se
+
+    def to_frame(self, counts: dict[str, str] | None = None) -> pd.DataFrame:
+        """One line per row: row, row_name, layer, site, depth, the ``counts`` columns (column -> metric
+        whose count it shows), then each metric and its ``_se`` in the order first added;
+        ``bits_per_token`` follows ``cross_entropy``."""
+        import numpy as np
+        import pandas as pd
+
+        df = pd.DataFrame(
+            {
+                "row": np.arange(self.n_rows, dtype=np.int32),
+                "row_name": [r.name for r in self.rows],
+                "layer": np.array([r.layer for r in self.rows], dtype=np.int32),
+                "site": [r.site for r in self.rows],
+                "depth": np.array([r.depth(self.n_layers) for r in self.rows], dtype=np.float64),
+            }
+        )
+        for column, metric in (counts or {}).items():
+            df[column] = self.count(metric)
+        for name in self._n:
+            mean, se = self.mean_se(name)
+            df[name], df[f"{name}_se"] = mean, se
+            if name == "cross_entropy":
+                df["bits_per_token"], df["bits_per_token_se"] = mean / LN2, se / LN2
+        return df
+
+
+# ---- evaluate -----------------------------------------------------------------------------------------
+def evaluate(
+    lens,
+    data,
+    /,
+    *,
+    tokens: int | None = None,
+    seq_len: int = 512,
+    batch_size: int | None = None,
+    split: str | None = None,
+    seed: int = 0,
+    lines: bool = False,
+    field: str = "text",
+    progress: bool = True,
+    **run_kwargs: Any,
+) -> pd.DataFrame:
+    """Per-row corpus metrics of ``lens`` (a ``LogitLens``) on ``data``, as a DataFrame (see the module
+    docstring for the columns).
+
+    data: a source or list of sources for ``Corpus.read`` ("sample", text/JSONL/CSV/Parquet files, a
+    ``datasets`` folder), a ``Corpus`` (texts in memory: ``Corpus.from_texts``), or token ids used as
+    they are, without packing or split: a (N, T) LongTensor or a list of id lists.
+    tokens: evaluate about this many tokens (rounded up to whole sequences); default: the whole split.
+    seq_len: tokens per packed sequence (at most the model's context). split: "validation" (the
+    default), "train" or "all"; a ``Corpus`` already split is used as it is unless ``split`` is given.
+    seed: the split's seed. lines, field: how sources are read. batch_size: sequences per forward pass
+    (default: about 4,096 tokens). progress: a progress bar on stderr. Other keyword arguments go to
+    ``iter_run`` (``lens=`` a Lens such as a tuned lens, ``transform=``, ``include_subblocks=``).
+
+    ``df.attrs`` holds the run: model, lens, data, split, seed, seq_len, sequences, tokens, seconds,
+    tokens_per_s.
+    """
+    for name in _RUN_ONLY:
+        if name in run_kwargs:
+            raise LogitLensError(
+                f"evaluate decodes every position of every sequence; {name}= is not an option here"
+            )
+    if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1):
+        raise LogitLensError(f"tokens (--tokens) must be a positive integer, got {tokens!r}")
+    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 2:
+        raise LogitLensError(f"seq_len (--seq-len) must be an integer of at least 2, got {seq_len!r}")
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
+        raise LogitLensError(f"batch_size (--batch-size) must be a positive integer, got {batch_size!r}")
+    seqs, info = _sequences(lens, data, tokens, seq_len, split, seed, lines, field)
+    bs = batch_size or max(1, TOKENS_PER_BATCH // max(len(s) for s in seqs))
+    total = sum(len(s) for s in seqs)
+    agg: RowAggregate | None = None
+    lens_name = None
+    t0 = time.perf_counter()
+    with progress_bar(total, "tokens", enabled=progress, description=f"eval {lens.name}") as advance:
+        for res in lens.iter_run(seqs, top_k=1, batch_size=bs, **run_kwargs):
+            if agg is None:
+                agg, lens_name = RowAggregate(res.rows, res.n_layers), res.meta.get("lens")
+            add_result(agg, res)
+            advance(sum(len(s) for s in res.input_ids))
+    seconds = time.perf_counter() - t0
+    assert agg is not None  # at least one sequence
+    df = agg.to_frame({"tokens": "cross_entropy"})
+    df.insert(0, "lens", lens_name)
+    df.insert(0, "model", lens.name)
+    df.attrs.update(
+        model=lens.name,
+        lens=lens_name,
+        **info,
+        sequences=len(seqs),
+        tokens=total,
+        seconds=seconds,
+        tokens_per_s=total / seconds if seconds > 0 else float("nan"),
+    )
+    return df
+
+
+def _sequences(lens, data, tokens, seq_len, split, seed, lines, field) -> tuple[list[list[int]], dict]:
+    """The token-id sequences to evaluate, and what they are (data, split, seed, seq_len)."""
+    import torch
+
+    if isinstance(data, torch.Tensor):
+        if data.dim() != 2 or data.dtype not in (torch.long, torch.int32, torch.int64) or data.numel() == 0:
+            raise LogitLensError("token ids must be a non-empty integer tensor of shape (sequences, tokens)")
+        return _limit(data.tolist(), tokens), {
+            "data": "token ids",
+            "split": None,
+            "seed": None,
+            "seq_len": data.shape[1],
+        }
+    if _is_id_lists(data):
+        seqs = [list(map(int, s)) for s in data]
+        if not seqs or not all(seqs):
+            raise LogitLensError("token-id sequences must be non-empty lists of ints")
+        return _limit(seqs, tokens), {
+            "data": "token ids",
+            "split": None,
+            "seed": None,
+            "seq_len": max(map(len, seqs)),
+        }
+    if isinstance(data, Corpus):
+        corpus = data
+    elif isinstance(data, str | os.PathLike) or (
+        isinstance(data, Sequence) and all(isinstance(d, str | os.PathLike) for d in data)
+    ):
+        corpus = Corpus.read(data, lines=lines, field=field)
+    else:
+        raise LogitLensError(
+            "data must be a corpus source ('sample' or a path), a list of them, a logitlens.data.Corpus, or "
+            f"token ids (a LongTensor or lists of ints), got {type(data).__name__}"
+        )
+    ctx = lens.context_length
+    if ctx is not None and seq_len > ctx:
+        raise LogitLensError(
+            f"seq_len (--seq-len) {seq_len} is longer than the context of {lens.name} ({ctx} tokens); "
+            f"choose at most {ctx}"
+        )
+    if split is not None or corpus.split_name == "all":
+        corpus = corpus.split(split or "validation", seed=seed)
+    max_sequences = None if tokens is None else -(-tokens // seq_len)
+    ids = corpus.sequences(lens.tokenizer, seq_len, max_sequences=max_sequences)
+    return ids.tolist(), {"data": corpus.name, "split": corpus.split_name, "seed": seed, "seq_len": seq_len}
+
+
+def _is_id_lists(data) -> bool:
+    import torch
+
+    if isinstance(data, str | bytes | os.PathLike) or not isinstance(data, Sequence) or not data:
+        return False
+    return all(
+        isinstance(s, Sequence | torch.Tensor)
+        and not isinstance(s, str)
+        and all(isinstance(t, int) for t in list(s))
+        for s in data
+    )
+
+
+def _limit(seqs: list[list[int]], tokens: int | None) -> list[list[int]]:
+    if tokens is None:
+        return seqs
+    out, seen = [], 0
+    for s in seqs:
+        if seen >= tokens:
+            break
+        out.append(s)
+        seen += len(s)
+    return out
+
+
+def next_ids(res) -> torch.Tensor:
+    """(N, P) the actual next token id of each decoded cell of a LensResult; -1 where there is none."""
+    import torch
+
+    n, p = res.positions.shape
+    t_max = max(len(s) for s in res.input_ids)
+    padded = torch.full((n, t_max + 1), -1, dtype=torch.long)
+    for i, seq in enumerate(res.input_ids):
+        padded[i, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+    nxt = padded.gather(1, (res.positions + 1).clamp_min(0))
+    return torch.where(res.positions >= 0, nxt, torch.full_like(nxt, -1))
+
+
+def add_result(agg: RowAggregate, res) -> int:
+    """Fold one batch's LensResult into ``agg``: every cell that has a next token. Returns their count."""
+    import numpy as np
+
+    nxt = next_ids(res)  # (N, P)
+    mask = nxt >= 0
+    count = int(mask.sum())
+    if count == 0:
+        return 0
+    row = np.repeat(np.arange(res.n_rows), count)
+
+    def cells(t: torch.Tensor) -> np.ndarray:  # (N, R, P) -> (R * count,) row-major
+        return t.permute(1, 0, 2)[:, mask].reshape(-1).double().numpy()
+
+    agg.add("cross_entropy", cells(res.cross_entropy), row)
+    agg.add("kl_to_final", cells(res.kl_to_final), row)
+    agg.add("entropy", cells(res.entropy), row)
+    agg.add("agreement", cells(res.agrees_with_final), row)
+    agg.add("accuracy", cells(res.top_ids[..., 0] == nxt.unsqueeze(1)), row)
+    return count
+
+
+# ---- views of the table -------------------------------------------------------------------------------
+PANELS = (  # (metric, title) of the four panels; "top1" draws agreement and accuracy together
+    ("bits_per_token", "cross-entropy vs next token (bits/token)"),
+    ("kl_to_final", "KL to final row (nats)"),
+    ("entropy", "entropy (nats)"),
+    ("top1", "top-1 = final row's (dashed) / = next token (solid)"),
+)
+COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
+
+
+def _groups(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """One (label, lines sorted by depth) per model (and lens, when several lenses share a model)."""
+    if "model" not in df.columns:
+        return [("", df.sort_values("depth"))]
+    keys = (
+        ["model", "lens"]
+        if "lens" in df.columns and df.groupby("model")["lens"].nunique().max() > 1
+        else ["model"]
+    )
+    out = []
+    for key, part in df.groupby(keys, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        label = str(key[0]) + (f" ({key[1]} lens)" if len(key) > 1 else "")
+        out.append((label, part.sort_values("depth")))
+    return out
+
+
+def _title(df: pd.DataFrame) -> str:
+    a = df.attrs
+    bits = [f"data: {a['data']}" if a.get("data") else None]
+    if a.get("split"):
+        bits.append(f"{a['split']} split (seed {a.get('seed')})")
+    if a.get("tokens"):
+        bits.append(f"{a['tokens']:,} tokens in sequences of {a.get('seq_len')}")
+    return "logit lens over a corpus" + (" · " + ", ".join(b for b in bits if b) if any(bits) else "")
+
+
+def _rgba(colour: str, alpha: float) -> str:
+    r, g, b = (int(colour[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def eval_figure(df: pd.DataFrame, *, title: bool = True):
+    """Plotly figure of an ``evaluate`` table (or several concatenated): four panels against relative
+    depth (0 = embeddings, 1 = last block), one line per model, a band of +- 1 standard error.
+    title=False leaves the run's description out (a page that shows it already)."""
+    import numpy as np
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(
+        rows=2, cols=2, subplot_titles=[t for _, t in PANELS], horizontal_spacing=0.08, vertical_spacing=0.14
+    )
+    for g, (label, part) in enumerate(_groups(df)):
+        colour = COLOURS[g % len(COLOURS)]
+        x = part["depth"].to_numpy()
+        names = part["row_name"].tolist()
+        for p, (metric, _) in enumerate(PANELS):
+            r, c = p // 2 + 1, p % 2 + 1
+            series = (
+                [("accuracy", "solid"), ("agreement", "dash")] if metric == "top1" else [(metric, "solid")]
+            )
+            for name, dash in series:
+                y, se = part[name].to_numpy(), part[f"{name}_se"].fillna(0).to_numpy()
+                fig.add_trace(
+                    go.Scatter(
+                        x=np.concatenate([x, x[::-1]]),
+                        y=np.concatenate([y + se, (y - se)[::-1]]),
+                        mode="lines",
+                        fill="toself",
+                        fillcolor=_rgba(colour, 0.15),
+                        line={"width": 0},
+                        hoverinfo="skip",
+                        showlegend=False,
+                        legendgroup=label,
+                    ),
+                    row=r,
+                    col=c,
+                )
+                fig.add_trace(
+                    go.Scatter(
+                        x=x,
+                        y=y,
+                        mode="lines+markers",
+                        name=label or "model",
+                        legendgroup=label,
+                        showlegend=p == 0,
+                        line={"color": colour, "dash": dash},
+                        marker={"size": 5},
+                        customdata=np.stack([names, se], -1),
+                        hovertemplate=f"{label}<br>row %{{customdata[0]}} (depth %{{x:.2f}})<br>{name} "
+                        "%{y:.4f} ± %{customdata[1]:.4f}<extra></extra>",
+                    ),
+                    row=r,
+                    col=c,
+                )
+    for p in range(len(PANELS)):
+        fig.update_xaxes(title_text="relative depth", range=[-0.02, 1.02], row=p // 2 + 1, col=p % 2 + 1)
+    fig.update_yaxes(range=[0, 1.02], row=2, col=2)
+    fig.update_layout(
+        title={"text": _title(df) if title else "", "font": {"size": 15}},
+        height=720,
+        width=1100,
+        template="plotly_white",
+        legend={"orientation": "h", "y": -0.1},
+        margin={"t": 90 if title else 40, "l": 60, "r": 30, "b": 80},
+    )
+    return fig
+
+
+def _table_html(df: pd.DataFrame) -> str:
+    import html
+
+    cols = [
+        "model",
+        "row_name",
+        "depth",
+        "tokens",
+        "bits_per_token",
+        "kl_to_final",
+        "entropy",
+        "agreement",
+        "accuracy",
+    ]
+    cols = [c for c in cols if c in df.columns]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = []
+    for _, line in df.iterrows():
+        cells = []
+        for c in cols:
+            v = line[c]
+            if c in METRICS:
+                cells.append(f"{v:.4f} ± {line[c + '_se']:.4f}")
+            elif c == "depth":
+                cells.append(f"{v:.3f}")
+            else:
+                cells.append(html.escape(str(v)))
+        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return f'<table class="summary"><tr>{head}</tr>{"".join(body)}</table>'
+
+
+def _page_tools():
+    try:  # the views package, where the pictures issue moves them
+        from .views.report import figure_div, page, scrub_text
+    except ImportError:
+        from .report import figure_div, page, scrub_text
+    return figure_div, page, scrub_text
+
+
+def eval_html(df: pd.DataFrame, title: str = "logitlens eval") -> str:
+    """One self-contained HTML page (plotly.js inline, loads nothing from the network): plot + table."""
+    import html
+
+    figure_div, page, scrub_text = _page_tools()
+    body = (
+        f'<h1>{html.escape(title)}</h1>\n<p class="meta">{scrub_text(html.escape(_title(df)))}</p>\n'
+        f"{figure_div(eval_figure(df, title=False))}\n<h2>per row (mean ± standard error)</h2>\n{scrub_text(_table_html(df))}"
+    )
+    return page(title, body)
+
+
+def write_eval_html(df: pd.DataFrame, path: str | Path, title: str = "logitlens eval") -> Path:
+    path = Path(path)
+    try:
+        path.write_text(eval_html(df, title), encoding="utf-8")
+    except OSError as exc:
+        raise LogitLensError(f"cannot write the HTML to {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def eval_png_figure(df: pd.DataFrame, *, dpi: int = 100):
+    """The matplotlib Figure of ``write_eval_png`` (Agg canvas, not attached to pyplot)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 7.6), dpi=dpi)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, 2)
+    groups = _groups(df)
+    for p, (metric, title) in enumerate(PANELS):
+        ax = axes[p // 2][p % 2]
+        for g, (label, part) in enumerate(groups):
+            colour = COLOURS[g % len(COLOURS)]
+            x = part["depth"].to_numpy()
+            series = [("accuracy", "-"), ("agreement", "--")] if metric == "top1" else [(metric, "-")]
+            for name, style in series:
+                y, se = part[name].to_numpy(), part[f"{name}_se"].fillna(0).to_numpy()
+                ax.fill_between(x, y - se, y + se, color=colour, alpha=0.18, linewidth=0)
+                ax.plot(x, y, style, color=colour, marker="o", markersize=3, linewidth=1.6,
+                        label=(label or "model") if (p == 0 and name != "agreement") else None)  # fmt: skip
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("relative depth (0 = embeddings, 1 = last block)", fontsize=8)
+        ax.set_xlim(-0.02, 1.02)
+        if metric == "top1":
+            ax.set_ylim(0, 1.02)
+        ax.ticklabel_format(axis="y", useOffset=False)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=8)
+    fig.legend(loc="lower center", ncol=min(4, max(1, len(groups))), fontsize=9, frameon=False)
+    fig.suptitle(_title(df) + "\nbands: ± 1 standard error", fontsize=11)
+    fig.subplots_adjust(left=0.07, right=0.98, top=0.88, bottom=0.12, hspace=0.38, wspace=0.18)
+    return fig
+
+
+def write_eval_png(df: pd.DataFrame, path: str | Path, *, dpi: int = 100) -> Path:
+    """A PNG of the four panels of ``eval_figure`` (matplotlib, no display needed)."""
+    path = Path(path)
+    fig = eval_png_figure(df, dpi=dpi)
+    try:
+        fig.savefig(path, dpi=dpi, facecolor="white", metadata={"Software": "logitlens"})
+    except OSError as exc:
+        raise LogitLensError(f"cannot write the PNG to {path}: {exc.strerror or exc}") from None
+    return path
