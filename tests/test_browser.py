@@ -139,31 +139,48 @@ def _boxes(page, selector: str) -> list[dict]:
 
 
 def test_a_60_token_prompt_fits_1400_pixels_with_labels_in_view(browser, tmp_path):
+    """The last 40 positions at first (narrow cells: no cell text, the hover kept), upright headers that
+    never overlap, row labels, colour bar and statistic menu in a 1400x900 window; dragging moves the window."""
     res = hand_result(n_rows=8, inputs=[[i % 10 for i in range(60)]])
     path = write_html(res, tmp_path / "long.html")
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     try:
         page.goto(path.as_uri())
-        page.wait_for_selector("#heatmap-0 .heatmaplayer text", timeout=30_000)
+        page.wait_for_selector("#heatmap-0 .xtick text", timeout=30_000)
         page.evaluate(
             "() => { window.scrollTo(document.scrollingElement.scrollWidth, 0);"
             " document.querySelectorAll('.figure').forEach(f => f.scrollLeft = f.scrollWidth); }"
         )
         assert page.evaluate("document.scrollingElement.scrollWidth") <= 1400  # no page-wide scroller
         page.locator("#heatmap-0").scroll_into_view_if_needed()
+        page.screenshot(path=str(tmp_path / "long.png"))  # LOGITLENS_SCREENSHOT=dir keeps a copy to look at
+        if os.environ.get("LOGITLENS_SCREENSHOT"):
+            page.screenshot(
+                path=str(Path(os.environ["LOGITLENS_SCREENSHOT"]) / "long-60.png"), full_page=True
+            )
         rows = _boxes(page, "#heatmap-0 .ytick text")
         assert [b["text"].split()[0] for b in rows][:2] == ["embeddings", "0"]
         for what in ("#heatmap-0 .ytick text", "#heatmap-0 .colorbar", "#heatmap-0 .updatemenu-header"):
             boxes = _boxes(page, what)
             assert boxes and all(b["left"] >= 0 and b["right"] <= 1400 for b in boxes), (what, boxes)
+        assert _boxes(page, "#heatmap-0 .main-svg")[0]["right"] <= 1400
+        for axis in ("xtick", "x2tick"):
+            heads = sorted(_boxes(page, f"#heatmap-0 .{axis} text"), key=lambda b: b["left"])
+            assert len(heads) == (40 if axis == "xtick" else 39), axis  # the last 40 (no next after 59)
+            overlaps = [
+                (a, b) for a, b in zip(heads, heads[1:], strict=False) if a["right"] > b["left"] + 0.5
+            ]
+            assert not overlaps, (axis, overlaps[:2])  # no overlap
         heads = sorted(_boxes(page, "#heatmap-0 .xtick text"), key=lambda b: b["left"])
-        assert heads and heads[-1]["text"].endswith("59")  # the window ends at the last position
-        assert all(
-            a["right"] <= b["left"] + 0.5 for a, b in zip(heads, heads[1:], strict=False)
-        )  # no overlap
-        assert len(heads) < 60
-        cells = _texts(page, "#heatmap-0 .heatmaplayer text")
-        assert clip(res.top_tokens(0)[-1][-1], CELL_CHARS) in cells  # cell text kept at this width
+        assert heads[0]["text"].endswith("20") and heads[-1]["text"].endswith("59")  # positions 20..59
+        assert _texts(page, "#heatmap-0 .heatmaplayer text") == []  # 28-pixel cells: text dropped
+        fig = page.evaluate("document.getElementById('heatmap-0').data[0].hovertext.length")
+        assert fig == res.n_rows  # the hover is kept: one row of hover text per row of the lens
+        # the window moves: the range is plotly's, dragged or set (here set, as a drag does)
+        page.evaluate("Plotly.relayout('heatmap-0', {'xaxis.range': [-0.5, 39.5]})")
+        page.wait_for_timeout(300)
+        heads = sorted(_boxes(page, "#heatmap-0 .xtick text"), key=lambda b: b["left"])
+        assert heads[0]["text"].endswith(" 0") and heads[-1]["text"].endswith("39")
     finally:
         page.close()
 

@@ -48,8 +48,29 @@ def test_version_module_and_fast_help_without_torch():
     assert __version__
 
 
-@pytest.mark.parametrize("delay", [1.0, 2.5, 4.5])  # loading torch, the model, running
+def _entry_reached_s() -> float:
+    """How long this machine's interpreter takes to start and import ``logitlens._entry`` (the best of 3)."""
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import logitlens._entry"], check=True, timeout=60)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+# "early": while the command imports logitlens.cli (argparse, rich, ...); then loading torch, the model, running
+@pytest.mark.parametrize("delay", ["early", 1.0, 2.5, 4.5])
 def test_ctrl_c_exits_130_with_one_line(tiny_model_dir, tmp_path, delay):
+    """SIGINT at several moments: exit 130 and the one line "logitlens: interrupted", nothing written.
+
+    The earliest moment our code can handle is once the console script has imported ``logitlens._entry``
+    (the package ``__init__`` and that module import almost nothing: ~20 ms after the process starts here).
+    A SIGINT before that lands in the interpreter's own start-up (``site``, the standard library), which no
+    Python code can catch (on a loaded machine that start-up takes longer); so "early" waits 0.05 s, or twice this machine's measured time to reach
+    ``_entry`` if that is longer, and lands while ``logitlens.cli`` and its imports load.
+    """
+    if delay == "early":
+        delay = max(0.05, 2 * _entry_reached_s())
     prompts = tmp_path / "p.txt"
     prompts.write_text("\n".join(f"prompt number {i} is here" for i in range(4000)), encoding="utf-8")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -75,6 +96,20 @@ def test_ctrl_c_exits_130_with_one_line(tiny_model_dir, tmp_path, delay):
     assert proc.returncode == 130, (proc.returncode, err[-2000:])
     assert "Traceback" not in err and one_line(err) == "logitlens: interrupted"
     assert not (tmp_path / "r.json").exists()
+
+
+def test_a_ctrl_c_during_torch_import_is_held_until_the_import_ends():
+    """A KeyboardInterrupt raised inside torch's C++ start-up aborts the process (SIGABRT, pybind11), so the
+    CLI holds a Ctrl-C while it imports torch and transformers and raises it just after."""
+    from logitlens.cli import _sigint_deferred
+
+    reached = []
+    with pytest.raises(KeyboardInterrupt), _sigint_deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # the handler runs here: it must not raise inside the block
+        reached.append("end of block")
+    assert reached == ["end of block"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
 
 
 # ---- models ---------------------------------------------------------------------------------------------
@@ -203,6 +238,42 @@ def test_consistency_messages(capsys, tiny_model_dir, argv, message):
     assert code == 2 and message in line and line.count("--positions") <= 1
 
 
+def test_terminal_grid_window(capsys, tiny_model_dir, monkeypatch):
+    """--window N / --window-start K pick exactly the grid's positions; a bad value: one line, exit 2."""
+    from logitlens.views import terminal
+
+    shown: list[list[str]] = []
+    real = terminal.grid_table
+
+    def spy(*args, **kwargs):
+        table = real(*args, **kwargs)
+        shown.append([str(c.header) for c in table.columns[1:]])
+        return table
+
+    monkeypatch.setattr(terminal, "grid_table", spy)
+    model = ["--model", str(tiny_model_dir)]
+    prompt = "one two three four five six seven"
+    code, out, _ = run_cli(capsys, "run", prompt, *model, "--window", "3", "--window-start", "1")
+    assert code == 0 and "positions 1-3 of" in out
+    from logitlens import LogitLens
+
+    tokens = LogitLens.from_pretrained(str(tiny_model_dir)).run(prompt, top_k=1).tokens[0]
+    from logitlens.views.model import clip
+
+    assert shown[-1] == [clip(t, 9) for t in tokens[1:4]]
+    code, out, _ = run_cli(capsys, "run", prompt, *model, "--window", "2")
+    assert code == 0 and shown[-1] == [clip(t, 9) for t in tokens[-2:]]
+    code, out, _ = run_cli(capsys, "run", prompt, *model, "--window-start=-1")
+    assert code == 0 and shown[-1] == [clip(tokens[-1], 9)]
+    for bad, message in [
+        (["--window", "0"], "--window must be at least 1"),
+        (["--window", "x"], "argument --window: invalid int value"),
+        (["--window-start", "99"], "--window-start 99 is outside the prompt's"),
+    ]:
+        code, out, err = run_cli(capsys, "run", prompt, *model, *bad)
+        assert code == 2 and message in one_line(err) and out == "", (bad, err)
+
+
 def test_quiet_without_outputs_says_so(capsys, tiny_model_dir):
     code, out, err = run_cli(capsys, "run", "Hi", "--quiet", "--model", str(tiny_model_dir))
     assert code == 0 and out == ""
@@ -274,3 +345,12 @@ def test_progress_bar_on_a_terminal_and_the_same_result(capsys, tiny_model_dir, 
     assert "prompts" in err and "tokens/s" in err
     plain, bar = LensResult.load(tmp_path / "plain.json"), LensResult.load(tmp_path / "bar.json")
     assert bar.prompts == plain.prompts and bar.top_ids.equal(plain.top_ids)
+
+
+def test_compare_takes_the_terminal_window(capsys, tiny_model_dir, second_model_dir):
+    models = ["--model", str(tiny_model_dir), "--model", str(second_model_dir)]
+    prompt = "one two three four five six seven"
+    code, out, _ = run_cli(capsys, "compare", prompt, *models, "--window", "2", "--window-start", "0")
+    assert code == 0 and out.count("positions 0-1 of") == 2  # one grid per model
+    code, out, err = run_cli(capsys, "compare", prompt, *models, "--window-start", "99")
+    assert code == 2 and "--window-start 99 is outside" in one_line(err) and out == ""

@@ -126,3 +126,44 @@ def test_topk_shows_every_rank_asked_for_within_80_columns():
     assert heads == [f"#{i}" for i in range(1, 9)]  # all 8, split over tables, none dropped
     assert [c.header for c in tables[0].columns][-2:] == ["p / rank ␣Paris", "p / rank ␣Rome"]  # never cut
     assert "p / rank ␣Paris" in text and "p / rank ␣Rome" in text
+
+
+@pytest.mark.parametrize(
+    ("window", "start", "expected"),
+    [
+        (2, None, [3, 4]),
+        (2, 1, [1, 2]),
+        (3, -2, [3, 4]),
+        (1, 0, [0]),
+        (9, 2, [2, 3, 4]),
+        (None, 1, [1, 2, 3]),
+    ],
+)
+def test_grid_window_shows_exactly_the_chosen_positions(res, window, start, expected):
+    table = grid_table(res, 0, max_columns=3, window=window, window_start=start)
+    assert [c.header for c in table.columns[1:]] == [clip(res.tokens[0][j], 9) for j in expected]
+    assert [c._cells[0].plain for c in table.columns[1:]] == [
+        clip(res.token(res.top_ids[0, 0, j, 0]), 9) for j in expected
+    ]
+    if expected[-1] != 4:
+        assert f"positions {expected[0]}-{expected[-1]} of 5" in str(table.title)
+
+
+@pytest.mark.parametrize(
+    ("window", "start", "message"),
+    [(0, None, "--window must be at least 1"), (2, 5, "--window-start 5 is outside"), (2, -6, "outside")],
+)
+def test_grid_window_bad_values_raise_one_error(res, window, start, message):
+    from logitlens import LogitLensError
+
+    with pytest.raises(LogitLensError, match=message):
+        grid_table(res, 0, window=window, window_start=start)
+
+
+def test_render_and_print_result_take_the_window(res):
+    console = Console(file=io.StringIO(), width=200, record=True)
+    print_result(res, console=console, window=2, window_start=0)
+    text = console.export_text()
+    assert "positions 0-1 of 5" in text
+    group = render(res, 0, width=200, window=1, window_start=-1)
+    assert [c.header for c in group.renderables[0].columns[1:]] == [clip(res.tokens[0][4], 9)]

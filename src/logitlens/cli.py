@@ -11,6 +11,7 @@ Bad input exits with status 2 and one line on stderr saying what was wrong and h
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import sys
 import warnings
@@ -107,6 +108,21 @@ def _add_prompt_args(p: argparse.ArgumentParser) -> None:
         default=512,
         metavar="MB",
         help="memory for decoding intermediates, MB (default 512); larger is faster up to a point",
+    )
+    p.add_argument(
+        "--window",
+        type=int,
+        default=None,
+        metavar="N",
+        help="the terminal grid shows N positions (default: as many as fit the width)",
+    )
+    p.add_argument(
+        "--window-start",
+        type=int,
+        default=None,
+        metavar="K",
+        help="the terminal grid starts at position K (negative counts from the end; default: it shows the "
+        "last positions)",
     )
     p.add_argument("--html", type=Path, help="write a self-contained HTML report")
     p.add_argument("--png", type=Path, help="write a static heatmap image of the first prompt")
@@ -253,6 +269,8 @@ def _check_common(args) -> None:
         raise LogitLensError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.memory_budget < 1:
         raise LogitLensError(f"--memory-budget must be at least 1 (MB), got {args.memory_budget}")
+    if args.window is not None and args.window < 1:
+        raise LogitLensError(f"--window must be at least 1 (positions shown), got {args.window}")
 
 
 def _load(model: str, args):
@@ -260,8 +278,15 @@ def _load(model: str, args):
         from .sources import check_source
 
         check_source(model)
-    _quiet_transformers()  # here, not in main: commands that load no model never import transformers
-    from .lens import LogitLens
+    # Imports only (seconds, whatever the model): a Ctrl-C inside torch's C++ start-up or the registrations
+    # transformers makes on import would abort the process (SIGABRT) instead of raising KeyboardInterrupt.
+    with _sigint_deferred():
+        import torch  # noqa: F401
+
+        _quiet_transformers()  # here, not in main: commands that load no model never import transformers
+        with contextlib.suppress(ImportError):
+            from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel  # noqa: F401
+        from .lens import LogitLens
 
     return LogitLens.from_pretrained(
         model,
@@ -306,7 +331,7 @@ def _cmd_run(args) -> int:
     if not args.quiet:
         from .views.terminal import print_result
 
-        print_result(res)
+        print_result(res, window=args.window, window_start=args.window_start)
     _write_outputs(res, args)
     return 0
 
@@ -382,13 +407,16 @@ def _cmd_compare(args) -> int:
     if not args.quiet:
         from rich.console import Console
 
-        from .views.terminal import render
+        from .views.terminal import check_window, render
 
+        for res in results:
+            check_window(res, args.window, args.window_start)
         console = Console()
+        window = {"window": args.window, "window_start": args.window_start}
         for i in range(len(prompts)):
             for name, res in zip(names, results, strict=True):
                 console.rule(f"[bold]{name}" + (f" · prompt {i + 1}" if len(prompts) > 1 else ""))
-                console.print(render(res, i))
+                console.print(render(res, i, **window))
             console.print(_depth_table(names, results, i))
     _write_compare_outputs(results, names, args)
     return 0
@@ -478,6 +506,26 @@ def _write_outputs(res, args) -> None:
         from .views.png import write_png
 
         print(f"wrote {write_png(res, args.png)}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _sigint_deferred():
+    """Hold a Ctrl-C until the block ends, then raise it: KeyboardInterrupt raised inside a C extension's
+    initialisation (torch's pybind11 modules) terminates the process instead of unwinding."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):

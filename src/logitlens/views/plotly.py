@@ -54,7 +54,9 @@ __all__ = [
 FONT = "DejaVu Sans, Segoe UI, Helvetica, Arial, sans-serif"  # DejaVu has the glyphs ␣ ↵ ⇥
 MATCH = "#1a7f37"  # next-token labels the final top-1 gets right
 PAGE_WIDTH = 1336  # pixels a figure may take: a 1400-pixel window less the report's margins
-WINDOW_COLUMNS = 17  # positions a heatmap shows at first: 66-pixel readable cells that fit a 1400-pixel page
+WINDOW_COLUMNS = 40  # positions a heatmap shows at first (the last 40); drag sideways for the others
+CELL_PX = 66  # the widest heatmap cell; narrower ones when more positions than 17 share the page
+TEXT_CELL_PX = 50  # narrower cells drop their text (unreadable), keep their hover
 HEADER_CHARS = 7  # column headers: at most this many characters, so that neighbours never touch
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#7f7f7f"]
 
@@ -137,8 +139,9 @@ def _heatmap_figure(result: LensResult, m: HeatmapModel, *, menu: bool, title: s
     # sideways moves it (double-click: every position). The figure never outgrows the page, so the row
     # labels, the colour bar and the statistic menu stay in view.
     window = min(n_cols, WINDOW_COLUMNS)
-    cell_w = 66
-    show_text = True
+    cell_w = max(1, min(CELL_PX, (PAGE_WIDTH - 190) // window))  # up to 40 positions in a 1336-pixel figure
+    show_text = cell_w >= TEXT_CELL_PX
+    narrow = not show_text  # headers stand upright, one line each, so that neighbours never overlap
     xs = list(range(n_cols))
     ys = list(range(n_rows))
     top1 = [[esc(clip(t, CELL_CHARS)) for t in row] for row in m.cells]
@@ -183,7 +186,7 @@ def _heatmap_figure(result: LensResult, m: HeatmapModel, *, menu: bool, title: s
     width = max(620, 190 + cell_w * window)
     n_menu = len(m.menu) if menu else 0
     windowed = window < n_cols
-    height = max(210 + 22 * n_rows, 130 + 34 * n_menu)  # room for the open drop-down
+    height = max(210 + 22 * n_rows, 130 + 34 * n_menu) + (110 if narrow else 0)  # the open drop-down
     if title is None:
         title = esc(clip(m.text, max(20, (width - 250) // 9)))
     colour = f"colour: {esc(grid.label)}"
@@ -216,24 +219,29 @@ def _heatmap_figure(result: LensResult, m: HeatmapModel, *, menu: bool, title: s
         font={"family": FONT, "size": 12},
         width=width,
         height=height,
-        margin={"l": 110, "r": 40, "t": (140 if title else 120) + (18 if windowed else 0), "b": 80},
+        margin={
+            "l": 110,
+            "r": 40,
+            "t": (140 if title else 120) + (18 if windowed else 0) + (60 if narrow else 0),
+            "b": 130 if narrow else 80,
+        },
         dragmode="pan" if windowed else "zoom",
         plot_bgcolor="white",
         hoverlabel={"font": {"family": FONT, "size": 12}, "align": "left"},
         xaxis={
             "tickmode": "array",
             "tickvals": xs,
-            "ticktext": [  # token over position, so that repeated tokens stay distinct labels
-                f"{esc(clip(tok, HEADER_CHARS))}<br><span style='font-size:10px;color:#777'>{pos}</span>"
+            "ticktext": [  # token and position, so that repeated tokens stay distinct labels
+                f"{esc(clip(tok, HEADER_CHARS))}{' ' if narrow else '<br>'}"
+                f"<span style='font-size:10px;color:#777'>{pos}</span>"
                 for tok, pos in zip(m.tokens, m.positions, strict=True)
             ],
-            "tickangle": 0,
+            "tickangle": -90 if narrow else 0,
             "tickfont": axis_font,
             "title": {"text": "input token (position)"},
             "range": [n_cols - window - 0.5, n_cols - 0.5],
             "showgrid": False,
             "zeroline": False,
-            "showticklabels": show_text,
         },
         xaxis2={
             "overlaying": "x",
@@ -244,9 +252,9 @@ def _heatmap_figure(result: LensResult, m: HeatmapModel, *, menu: bool, title: s
             "ticktext": marks,
             "tickfont": axis_font,
             "title": {"text": "next token (✓ green: the final top-1 equals it)", "font": {"size": 11}},
+            "tickangle": -90 if narrow else 0,
             "showgrid": False,
             "zeroline": False,
-            "showticklabels": show_text,
         },
         yaxis={
             "tickmode": "array",

@@ -11,11 +11,22 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from ..errors import LogitLensError
 from ..result import LensResult
 from ..tokens import visible
 from .model import ROW_AXIS, check_prompt, clip, heatmap_model, hover_records, prompt_summary, row_labels
 
-__all__ = ["cell_style", "grid_table", "print_result", "render", "summary_line", "topk_table", "topk_tables"]
+__all__ = [
+    "cell_style",
+    "check_window",
+    "grid_table",
+    "print_result",
+    "render",
+    "summary_line",
+    "topk_table",
+    "topk_tables",
+    "window_columns",
+]
 
 
 def cell_style(prob: float) -> str:
@@ -27,14 +38,64 @@ def cell_style(prob: float) -> str:
     return f"{fg} on rgb({r},{g},{b})"
 
 
-def grid_table(result: LensResult, prompt: int = 0, max_columns: int = 12, cell_width: int = 9) -> Table:
-    """Rows (embed at the top) x the last ``max_columns`` positions; each cell the top-1 token,
-    coloured by its probability; the header holds the input token, the footer the actual next token."""
+def window_columns(positions: list[int], n_tokens: int, size: int, start: int | None = None) -> list[int]:
+    """Which of a prompt's decoded columns (given as their input ``positions``) a grid window shows.
+
+    size: how many columns at most; start: the first input position shown (negative counts from the end of
+    the prompt, ``n_tokens`` long), None for the last ``size`` columns. A bad size or start raises a
+    LogitLensError that names the option.
+    """
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise LogitLensError(f"--window must be at least 1 (positions shown), got {size!r}")
+    if start is None:
+        return list(range(len(positions)))[-size:]
+    if isinstance(start, bool) or not isinstance(start, int) or not -n_tokens <= start < n_tokens:
+        raise LogitLensError(
+            f"--window-start {start!r} is outside the prompt's {n_tokens} positions: give 0..{n_tokens - 1} "
+            f"or -{n_tokens}..-1 (from the end)"
+        )
+    first = start % n_tokens
+    shown = [c for c, pos in enumerate(positions) if pos >= first][:size]
+    if not shown:
+        raise LogitLensError(
+            f"--window-start {start}: no decoded position at or after {first} (check --positions)"
+        )
+    return shown
+
+
+def check_window(result: LensResult, window: int | None = None, window_start: int | None = None) -> None:
+    """Raise the LogitLensError that ``grid_table`` would raise for any prompt of ``result``, before printing."""
+    for prompt in range(result.n_prompts):
+        positions = [p for p in result.positions[prompt].tolist() if p >= 0]  # no padding columns
+        window_columns(positions, len(result.tokens[prompt]), window or 1, window_start)
+
+
+def grid_table(
+    result: LensResult,
+    prompt: int = 0,
+    max_columns: int = 12,
+    cell_width: int = 9,
+    *,
+    window: int | None = None,
+    window_start: int | None = None,
+) -> Table:
+    """Rows (embed at the top) x a window of positions; each cell the top-1 token, coloured by its
+    probability; the header holds the input token, the footer the actual next token.
+
+    The window: ``window`` positions (default ``max_columns``, what fits the width) from the input position
+    ``window_start`` (negative counts from the end; default: the last positions).
+    """
     m = heatmap_model(result, prompt, "top_probs", hover=False)
     n_cols = len(m.columns)
-    shown = list(range(n_cols))[-max_columns:]  # indices into the model's columns
-    title = f"top-1 token per row x position (prompt {m.prompt + 1}"
-    title += f", last {len(shown)} of {n_cols} positions)" if len(shown) < n_cols else ")"
+    size = max_columns if window is None else window
+    shown = window_columns(m.positions, len(result.tokens[m.prompt]), size, window_start)
+    if len(shown) == n_cols:
+        where = ""
+    elif shown[-1] == n_cols - 1:
+        where = f", last {len(shown)} of {n_cols} positions"
+    else:
+        where = f", positions {m.positions[shown[0]]}-{m.positions[shown[-1]]} of {n_cols}"
+    title = f"top-1 token per row x position (prompt {m.prompt + 1}{where})"
     table = Table(title=title, show_footer=True, header_style="bold", footer_style="dim", pad_edge=False)
     table.caption = ROW_AXIS.replace("after block", "rows: after block")
     table.add_column("row", justify="right", style="bold", footer="next →", min_width=6, no_wrap=True)
@@ -142,23 +203,37 @@ def render(
     max_columns: int | None = None,
     k: int | None = None,
     width: int | None = None,
+    *,
+    window: int | None = None,
+    window_start: int | None = None,
 ) -> Group:
-    """Grid + the top-k tables (all k kept, default) + the summary lines for ``prompt``, ``width`` wide."""
+    """Grid + the top-k tables (all k kept, default) + the summary lines for ``prompt``, ``width`` wide.
+
+    window, window_start: which positions the grid shows (see ``grid_table``; default the last that fit)."""
     console_width = width or Console().width
     if max_columns is None:
         max_columns = max(3, (console_width - 14) // 10)
     return Group(
-        grid_table(result, prompt, max_columns),
+        grid_table(result, prompt, max_columns, window=window, window_start=window_start),
         *topk_tables(result, prompt, k=k, width=console_width),
         summary_line(result, prompt),
     )
 
 
-def print_result(result: LensResult, console: Console | None = None, k: int | None = None) -> None:
-    """Print every prompt of ``result``: the grid, the top-k asked for (default all kept), the summary."""
+def print_result(
+    result: LensResult,
+    console: Console | None = None,
+    k: int | None = None,
+    *,
+    window: int | None = None,
+    window_start: int | None = None,
+) -> None:
+    """Print every prompt of ``result``: the grid (its window of positions: see ``grid_table``), the top-k
+    asked for (default all kept), the summary."""
+    check_window(result, window, window_start)  # a bad window: one error before anything is printed
     console = console or Console()
     for i in range(result.n_prompts):
         if result.n_prompts > 1:
             label = result.prompts[i] if result.prompts and result.prompts[i] else f"prompt {i + 1}"
             console.rule(f"[bold]{label}")
-        console.print(render(result, i, k=k, width=console.width))
+        console.print(render(result, i, k=k, width=console.width, window=window, window_start=window_start))
