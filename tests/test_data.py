@@ -51,7 +51,7 @@ def test_jsonl_csv_parquet_and_several_sources(tmp_path):
 
 
 def test_datasets_save_to_disk_folder(tmp_path):
-    datasets = pytest.importorskip("datasets")
+    datasets = pytest.importorskip("datasets", reason="needs datasets (dev extra; make test installs it)")
     ds = datasets.Dataset.from_dict({"text": ["one", "two", "three"], "label": [0, 1, 0]})
     ds.save_to_disk(str(tmp_path / "ds"))
     assert read_documents(tmp_path / "ds") == ["one", "two", "three"]

@@ -20,7 +20,9 @@ from logitlens import LogitLens
 from logitlens.errors import LogitLensError
 from tiny_models import VOCAB, build
 
-nnsight = pytest.importorskip("nnsight")
+nnsight = pytest.importorskip(
+    "nnsight", reason="needs the remote extra: pip install 'logitlens[remote]' (make test installs it)"
+)
 
 from logitlens.backends.nnsight import NNsightBackend, is_nnsight_model, wrap_model  # noqa: E402
 

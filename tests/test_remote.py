@@ -32,7 +32,9 @@ from logitlens.remote import (
 )
 from tiny_models import VOCAB, build
 
-nnsight = pytest.importorskip("nnsight")
+nnsight = pytest.importorskip(
+    "nnsight", reason="needs the remote extra: pip install 'logitlens[remote]' (make test installs it)"
+)
 
 from test_nnsight import PROMPT, assert_same, default_models, tiny_prompts, wrapped  # noqa: E402
 

@@ -123,12 +123,12 @@ def test_parquet_reads_in_pandas_polars_and_duckdb(streamed):
     df = pq.read_table(path).to_pandas()
     assert str(df["entropy"].dtype) == "float32" and str(df["prompt_index"].dtype) == "int64"
     assert df["agrees_with_final"].dtype == bool and isinstance(df["top_ids"].iloc[0], np.ndarray)
-    polars = pytest.importorskip("polars")
+    polars = pytest.importorskip("polars", reason="needs polars (dev extra; make test installs it)")
     pl = polars.read_parquet(path)
     assert pl.schema["entropy"] == polars.Float32 and pl.schema["prompt_index"] == polars.Int64
     assert pl.schema["top_ids"] == polars.Array(polars.Int64, 3) and pl.schema["p( Paris)"] == polars.Float32
     assert pl.schema["agrees_with_final"] == polars.Boolean and pl.schema["token"] == polars.String
-    duckdb = pytest.importorskip("duckdb")
+    duckdb = pytest.importorskip("duckdb", reason="needs duckdb (dev extra; make test installs it)")
     con = duckdb.connect()
     types = dict(
         con.execute(f"select column_name, column_type from (describe select * from '{path}')").fetchall()
