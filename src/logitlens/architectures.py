@@ -377,7 +377,6 @@ class Decoder:
         self.divisor = attr(arch.logit_divisor)
         self.softcap = attr(arch.softcap)
         self.parallel = arch.parallel or any(getattr(text_cfg, f, False) is True for f in _PARALLEL_FLAGS)
-        self._model = model
         self._final_norm: FinalNorm | None | bool = False  # resolved on first use
 
     def block_module(self, index: int, path: str | None) -> nn.Module | None:

@@ -212,8 +212,8 @@ class LogitLens:
 
     @property
     def row_names(self) -> list[str]:
-        """["embed", "0", ..., "L-1"]: row 0 is the embedding output, row i the output of block i-1."""
-        return ["embed"] + [str(i) for i in range(self.n_layers)]
+        """Names of the default rows: "embed" (the embeddings), then "i" (after block i)."""
+        return [r.name for r in self.rows()]
 
     @property
     def context_length(self) -> int | None:
