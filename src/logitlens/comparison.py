@@ -78,6 +78,9 @@ def compare(
             getattr(m, "name", None) or r.meta.get("model") or f"model {i}"
             for i, (m, r) in enumerate(zip(models, results, strict=True))
         ]
+        lenses = [str(r.meta.get("lens", "logit")) for r in results]
+        if len(set(lenses)) > 1:  # one model through two lenses: "M (logit)", "M (tuned)"
+            names = [f"{n} ({lens})" for n, lens in zip(names, lenses, strict=True)]
     index = [prompt if isinstance(prompt, int) else _find_prompt(r, prompt) for r in results]
     return compare_figure(results, names, index, stat=stat, target=target, position=position)
 

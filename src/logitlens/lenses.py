@@ -120,8 +120,14 @@ class FunctionLens(Lens):
 
 
 def load_lens(directory: str | Path) -> Lens:
-    """Read a lens written by ``Lens.save``; tensors load through safetensors (no pickle)."""
+    """Read a lens written by ``Lens.save``, or a tuned lens folder (``config.json``: ``TunedLens.load``, in
+    the logitlens or the tuned-lens package layout); tensors load through safetensors or
+    ``torch.load(weights_only=True)`` (no object is unpickled)."""
     path = Path(directory)
+    if not (path / "lens.json").exists() and (path / "config.json").exists():
+        from .tuned import TunedLens  # a lens of the same floor, imported on use (it subclasses Lens)
+
+        return TunedLens.load(path)
     try:
         info = json.loads((path / "lens.json").read_text())
         kind = info["kind"]

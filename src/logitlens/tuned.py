@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -127,8 +129,8 @@ class TunedLens(Lens, nn.Module):
         j = translator_index(row)
         if j is None:
             raise LogitLensError(
-                f"the tuned lens has no translator for the sub-block row {row.name!r}; "
-                "run it without include_subblocks (--subblocks)"
+                f"the tuned lens has no translator for the sub-block row {row.name!r}; run it without "
+                "include_subblocks=True, or see them through the logit lens: lens=logitlens.lenses.IdentityLens()"
             )
         if j > self.n_layers:
             raise LogitLensError(
@@ -277,7 +279,7 @@ class TunedLens(Lens, nn.Module):
             try:
                 state = load_file(str(path / OURS))
             except Exception as exc:  # safetensors raises its own error types
-                raise LogitLensError(f"cannot read {path / OURS}: {exc}") from exc
+                raise LogitLensError(f"cannot read {path / OURS}: {_first_line(exc)}") from None
         elif (path / PACKAGE).is_file():
             state = _read_package_state(path / PACKAGE, config)
         else:
@@ -307,13 +309,23 @@ def _read_package_state(file: Path, config: dict[str, Any]) -> dict[str, torch.T
     """The tuned-lens package's ``params.pt`` as (L, d, d) weight and (L, d) bias tensors."""
     try:
         raw = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:  # an unpickling refusal or a damaged file
+    except pickle.UnpicklingError as exc:  # torch's refusal of a pickled object (a long, multi-line text)
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        what = f" ({found.group(1)})" if found else ""
         raise LogitLensError(
-            f"cannot read {file} as tensors (weights_only=True): {type(exc).__name__}: {exc}"
-        ) from exc
+            f"{file} holds a pickled object{what}, not only tensors; it was not loaded (weights_only=True "
+            "never runs pickled code): save the translators as a dict of tensors"
+        ) from None
+    except Exception as exc:  # a damaged or truncated file
+        raise LogitLensError(
+            f"cannot read {file} as tensors: {type(exc).__name__}: {_first_line(exc)}"
+        ) from None
     if not isinstance(raw, dict):
         raise LogitLensError(f"{file} holds a {type(raw).__name__}, not a state dict of translators")
-    state = {k.removeprefix("layer_translators."): v for k, v in raw.items()}
+    state = {str(k).removeprefix("layer_translators."): v for k, v in raw.items()}
+    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise LogitLensError(f"{file}: entry {bad[0]!r} is a {type(state[bad[0]]).__name__}, not a tensor")
     try:
         n = int(config["num_hidden_layers"])
     except (KeyError, TypeError, ValueError) as exc:
@@ -324,8 +336,19 @@ def _read_package_state(file: Path, config: dict[str, Any]) -> dict[str, torch.T
             f"{file} lacks {len(missing)} of the {n} translators num_hidden_layers asks for "
             f"(first missing: {missing[0]!r}); is num_hidden_layers right?"
         )
-    weight = torch.stack([state[f"{i}.weight"].float() for i in range(n)])
-    out = {"weight": weight}
-    if all(f"{i}.bias" in state for i in range(n)):
-        out["bias"] = torch.stack([state[f"{i}.bias"].float() for i in range(n)])
+    try:
+        out = {"weight": torch.stack([state[f"{i}.weight"].float() for i in range(n)])}  # (L, d, d)
+        if all(f"{i}.bias" in state for i in range(n)):
+            out["bias"] = torch.stack([state[f"{i}.bias"].float() for i in range(n)])  # (L, d)
+    except RuntimeError:
+        shapes = sorted({tuple(v.shape) for k, v in state.items() if k.endswith(".weight")})
+        raise LogitLensError(
+            f"{file}: the translators differ in shape ({', '.join(map(str, shapes))}); each must be "
+            "(d_model, d_model) with a (d_model,) bias"
+        ) from None
     return out
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

@@ -537,6 +537,11 @@ class HeatmapModel:
     menu: list[MenuEntry]
     row_labels: list[str] = field(default_factory=list)  # (R,) "embeddings", "12", "12 ◆" (critical)
 
+    @property
+    def lens_label(self) -> str:
+        """The lens, for a title: "tuned lens"; "" for the logit lens (the default goes unsaid)."""
+        return "" if self.lens == "logit" else f"{self.lens} lens"
+
 
 def heatmap_model(
     result: LensResult, prompt: int = 0, stat: str = "top_probs", target: int | str = 0, *, hover: bool = True

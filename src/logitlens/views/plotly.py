@@ -190,7 +190,7 @@ def _heatmap_figure(result: LensResult, m: HeatmapModel, *, menu: bool, title: s
     if title is None:
         title = esc(clip(m.text, max(20, (width - 250) // 9)))
     colour = f"colour: {esc(grid.label)}"
-    sub = " · ".join(x for x in (esc(m.model) if m.model else "", colour) if x)
+    sub = " · ".join(x for x in (esc(m.model) if m.model else "", colour, esc(m.lens_label)) if x)
     if m.summary.answer is not None:
         a = m.summary.answer
         sub += f"<br>answer {esc(a.text)}: log p {a.logprob:.2f} ({a.n_tokens} token{'s' if a.n_tokens != 1 else ''}), first token rank {a.rank:,}"

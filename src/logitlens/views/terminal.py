@@ -96,6 +96,7 @@ def grid_table(
     else:
         where = f", positions {m.positions[shown[0]]}-{m.positions[shown[-1]]} of {n_cols}"
     title = f"top-1 token per row x position (prompt {m.prompt + 1}{where})"
+    title += f" · {m.lens_label}" if m.lens_label else ""
     table = Table(title=title, show_footer=True, header_style="bold", footer_style="dim", pad_edge=False)
     table.caption = ROW_AXIS.replace("after block", "rows: after block")
     table.add_column("row", justify="right", style="bold", footer="next →", min_width=6, no_wrap=True)
