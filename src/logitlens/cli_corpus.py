@@ -18,6 +18,7 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 from .data import SPLITS, Corpus
 from .errors import LogitLensError
@@ -57,6 +58,14 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--lines", action="store_true", help="each line of a text file is one document")
     p.add_argument(
         "--field", default="text", help="the text field of JSONL / column of CSV, Parquet (default text)"
+    )
+    p.add_argument(
+        "--lens",
+        action="append",
+        default=[],
+        metavar="logit|DIR",
+        help="'logit' (the logit lens; the default) or a tuned lens folder (`logitlens train-lens`); repeat "
+        "to put several side by side, e.g. --lens logit --lens DIR, for every --model",
     )
     p.add_argument(
         "--tokens", type=int, default=None, help="evaluate about N tokens (default: the whole split)"
@@ -120,7 +129,8 @@ def cmd_eval(args) -> int:
     models = list(args.model) or ["default"]
     corpus = Corpus.read(args.data, lines=args.lines, field=args.field)
     corpus.split(args.split, seed=args.seed)  # an empty split is refused before any model loads
-    frames = []
+    lenses = _eval_lenses(getattr(args, "lens", None) or ["logit"])  # tuned folders read before any model
+    frames, seen = [], set()
     for i, name in enumerate(models):
         lens = _load(name, args)
         ctx = lens.context_length
@@ -129,8 +139,12 @@ def cmd_eval(args) -> int:
                 f"--seq-len {args.seq_len} is longer than the context of {lens.name} ({ctx} tokens); "
                 f"choose at most {ctx}"
             )
-        frames.append(
-            evaluate(
+        label = f"{lens.name} (#{i + 1})" if lens.name in seen else lens.name  # keep same-named runs apart
+        seen.add(lens.name)
+        for lens_label, tuned in lenses:
+            if tuned is not None:
+                tuned.check(lens)  # a tuned lens made for another model: one line
+            df = evaluate(
                 lens,
                 corpus,
                 tokens=args.tokens,
@@ -139,11 +153,12 @@ def cmd_eval(args) -> int:
                 split=args.split,
                 seed=args.seed,
                 progress=not args.no_progress,
+                **({} if tuned is None else {"lens": tuned}),
             )
-        )
+            df["model"], df["lens"] = label, lens_label
+            df.attrs.update(lens=lens_label, lens_path=None if tuned is None else tuned.meta.get("source"))
+            frames.append(df)
         del lens
-        if any(f["model"].iloc[0] == frames[-1]["model"].iloc[0] for f in frames[:-1]):
-            frames[-1]["model"] = f"{frames[-1]['model'].iloc[0]} (#{i + 1})"  # keep same-named runs apart
     table = pd.concat(frames, ignore_index=True)
     table.attrs = {**frames[0].attrs, "runs": [f.attrs for f in frames]}
     if not args.quiet:
@@ -156,6 +171,28 @@ def cmd_eval(args) -> int:
             console.print(depth_table(frames))
     _write_eval_outputs(table, args)
     return 0
+
+
+def _eval_lenses(specs: list[str]) -> list[tuple[str, Any]]:
+    """``--lens`` values -> (label, TunedLens or None for the logit lens), in order; every tuned folder is
+    read here, before any model loads. Labels: "logit", "tuned" (one tuned lens) or "tuned (folder)"."""
+    from .tuned import TunedLens
+
+    tuned = [s for s in specs if s != "logit"]
+    out: list[tuple[str, Any]] = []
+    for spec in specs:
+        if spec == "logit":
+            out.append(("logit", None))
+            continue
+        try:
+            lens = TunedLens.load(spec)
+        except LogitLensError as exc:
+            raise LogitLensError(f"--lens {spec}: {exc} (give 'logit' or a tuned lens folder)") from None
+        label = "tuned" if len(tuned) == 1 else f"tuned ({Path(spec).name or spec})"
+        while label in [o[0] for o in out]:
+            label += "'"
+        out.append((label, lens))
+    return out
 
 
 def _fmt(value: float, se: float | None = None, digits: int = 3) -> str:
@@ -209,8 +246,10 @@ def depth_table(frames, points: int = 11):
         caption="each model's nearest row: bits/token · top-1 = next token",
     )
     table.add_column("depth", justify="right")
+    several = len({str(df["lens"].iloc[0]) for df in frames if "lens" in df.columns}) > 1
     for df in frames:
-        table.add_column(escape(str(df["model"].iloc[0])), justify="right")
+        head = str(df["model"].iloc[0]) + (f" ({df['lens'].iloc[0]} lens)" if several else "")
+        table.add_column(escape(head), justify="right")
     for i in range(points):
         d = i / (points - 1)
         cells = [f"{d:.1f}"]

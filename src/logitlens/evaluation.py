@@ -417,7 +417,9 @@ def _title(df: pd.DataFrame) -> str:
         bits.append(f"{a['split']} split (seed {a.get('seed')})")
     if a.get("tokens"):
         bits.append(f"{a['tokens']:,} tokens in sequences of {a.get('seq_len')}")
-    return "logit lens over a corpus" + (" · " + ", ".join(b for b in bits if b) if any(bits) else "")
+    lenses = list(dict.fromkeys(str(x) for x in df["lens"])) if "lens" in df.columns else ["logit"]
+    what = " and ".join(lenses) + (" lenses" if len(lenses) > 1 else " lens")
+    return f"{what} over a corpus" + (" · " + ", ".join(b for b in bits if b) if any(bits) else "")
 
 
 def _rgba(colour: str, alpha: float) -> str:
@@ -498,6 +500,7 @@ def _table_html(df: pd.DataFrame) -> str:
 
     cols = [
         "model",
+        "lens",
         "row_name",
         "depth",
         "tokens",
@@ -573,18 +576,31 @@ def eval_png_figure(df: pd.DataFrame, *, dpi: int = 100):
                 ax.fill_between(x, y - se, y + se, color=colour, alpha=0.18, linewidth=0)
                 ax.plot(x, y, style, color=colour, marker="o", markersize=3, linewidth=1.6,
                         label=(label or "model") if (p == 0 and name != "agreement") else None)  # fmt: skip
-        ax.set_title(title, fontsize=10)
+        outlier = metric != "top1" and _outlier(df[metric])  # e.g. the embeddings' 100+ nats of KL
+        if outlier:  # log scale above 1, so that one row does not flatten all the others
+            ax.set_yscale("symlog", linthresh=1.0, linscale=0.5)
+        ax.set_title(title + (" · log scale" if outlier else ""), fontsize=10)
         ax.set_xlabel("relative depth (0 = embeddings, 1 = last block)", fontsize=8)
         ax.set_xlim(-0.02, 1.02)
         if metric == "top1":
             ax.set_ylim(0, 1.02)
-        ax.ticklabel_format(axis="y", useOffset=False)
+        if not outlier:
+            ax.ticklabel_format(axis="y", useOffset=False)
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=8)
     fig.legend(loc="lower center", ncol=min(4, max(1, len(groups))), fontsize=9, frameon=False)
     fig.suptitle(_title(df) + "\nbands: ± 1 standard error", fontsize=11)
     fig.subplots_adjust(left=0.07, right=0.98, top=0.88, bottom=0.12, hspace=0.38, wspace=0.18)
     return fig
+
+
+def _outlier(values: pd.Series) -> bool:
+    """True when the largest value is over 5x the median of the positive ones (and over 10)."""
+    import numpy as np
+
+    v = values.to_numpy(dtype=float)
+    v = v[(v > 0) & np.isfinite(v)]
+    return bool(len(v) > 2 and v.max() > 10 and v.max() > 5 * float(np.median(v)))
 
 
 def write_eval_png(df: pd.DataFrame, path: str | Path, *, dpi: int = 100) -> Path:
