@@ -12,6 +12,11 @@ peak resident size (wait4's ru_maxrss, cross-checked with the child's own VmHWM)
 runs the full grid on ONE 2048-token input. The recipe's 2048-token stack (31 x 2048 x 49152 fp32 = 12.5 GB) is computed, not measured.
 
     .venv/bin/python benchmarks/bench_engine.py [--reps 7]
+    .venv/bin/python benchmarks/bench_engine.py --subblocks-only   # just the sub-block case (exit 1: missed)
+
+The sub-block case: ``run(include_subblocks=True)`` (61 rows: an "attn" row beside each block's output)
+against the plain run (31 rows) on the same inputs, alternating in one process; the sub-block run's block
+rows must equal the plain run's before any time counts.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import common  # noqa: E402  (benchmarks/ is the script's folder)
 
 TARGET_SPEEDUP = 2.0
 TARGET_PEAK_GB = 2.5
+TARGET_SUBBLOCK_RATIO = 2.2  # a run with include_subblocks=True costs at most this many plain runs
 
 
 def load():
@@ -61,15 +67,100 @@ def child_memory(tokens: int) -> None:
     common.emit({"tokens": tokens, "rss_after_load_mb": after_load, "seconds": seconds})
 
 
+def subblocks(lens, inputs: dict, reps: int) -> dict:
+    """Plain run vs include_subblocks=True, full grid, on the 8 x 10 prompts and the 512-token document:
+    outputs checked (the block rows of both runs agree), then alternating timed runs (medians) and the ratio."""
+    keep = [i for i, r in enumerate(lens.rows(True)) if r.site != "attn"]  # the plain run's rows
+    out = {}
+    for name in ("prompts", "doc"):
+        ids = inputs[name]
+
+        def plain(ids=ids):
+            return lens.run(ids, top_k=common.TOP_K)
+
+        def sub(ids=ids):
+            return lens.run(ids, top_k=common.TOP_K, include_subblocks=True)
+
+        got = {k: v[:, keep] for k, v in common.lens_outputs(sub(), "full").items()}
+        check = common.compare(common.lens_outputs(plain(), "full"), got)
+        times: dict[str, list[float]] = {"plain": [], "subblocks": []}
+        order = [("plain", plain), ("subblocks", sub)]
+        for rep in range(reps):
+            for key, fn in order if rep % 2 == 0 else order[::-1]:  # alternate who goes first
+                times[key].append(common.timed(fn)[0])
+        med = {k: common.median(v) for k, v in times.items()}
+        # each rep's two runs go back to back: the median of their ratios resists load that comes and goes
+        ratio = common.median([s / p for p, s in zip(times["plain"], times["subblocks"], strict=True)])
+        ratio_min = min(times["subblocks"]) / min(times["plain"])
+        met = check["ok"] and ratio <= TARGET_SUBBLOCK_RATIO
+        out[name] = {
+            "shape": list(ids.shape),
+            "times": times,
+            "median": med,
+            "ratio": ratio,
+            "ratio_of_minima": ratio_min,
+            "check": check,
+            "met": met,
+        }
+    return out
+
+
+def print_subblocks(sub: dict, lens, reps: int) -> bool:
+    """The sub-block table; True when every workload met the target."""
+    rows = len(lens.rows(True)), len(lens.rows())
+    print(
+        f"### include_subblocks=True ({rows[0]} rows) vs plain ({rows[1]} rows), full grid, median of {reps}"
+    )
+    print(
+        common.table(
+            ["input", "plain s", "subblocks s", "ratio", "ratio of minima", "block rows agree", "target"],
+            [
+                [
+                    "x".join(map(str, r["shape"])),
+                    f"{r['median']['plain']:.3f}",
+                    f"{r['median']['subblocks']:.3f}",
+                    f"{r['ratio']:.2f}x",
+                    f"{r['ratio_of_minima']:.2f}x",
+                    "OK" if r["check"]["ok"] else f"FAILED {r['check']['problems']}",
+                    f"<= {TARGET_SUBBLOCK_RATIO}x {'MET' if r['met'] else 'MISSED'}",
+                ]
+                for r in sub.values()
+            ],
+        )
+    )
+    met = all(r["met"] for r in sub.values())
+    print(
+        "plain / subblocks s: medians; ratio: median over the reps of subblocks / plain, run back to back; "
+        f"sub-block cost: target <= {TARGET_SUBBLOCK_RATIO}x the plain run {'MET' if met else 'MISSED'}"
+    )
+    return met
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=7, help="timed repetitions of each tool")
     parser.add_argument("--long-tokens", type=int, default=common.LONG_TOKENS)
     parser.add_argument("--child-memory", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--subblocks-only", action="store_true", help="run only the sub-block case")
     args = parser.parse_args()
     if args.child_memory:
         child_memory(args.child_memory)
         return 0
+    if args.subblocks_only:
+        import torch
+
+        print(
+            f"bench_engine: {common.machine()} | {common.versions()} | torch threads {torch.get_num_threads()}"
+        )
+        lens, inputs = load()
+        sub = subblocks(lens, inputs, args.reps)
+        met_sub = print_subblocks(sub, lens, args.reps)
+        common.OUT_DIR.mkdir(exist_ok=True)
+        (common.OUT_DIR / "subblocks.json").write_text(
+            json.dumps({"machine": common.machine(), **sub}, indent=1)
+        )
+        print(f"\nwrote {common.OUT_DIR / 'subblocks.json'}")
+        return 0 if met_sub else 1
 
     # The memory child goes first, while this process is small: Linux carries a parent's high-water mark
     # into a fork+exec'd child's ru_maxrss.
@@ -162,6 +253,10 @@ def main() -> int:
             f"logitlens peak {peak_gb:.2f} GB: target <= {TARGET_PEAK_GB} GB {'MET' if met_mem else 'MISSED'}"
         )
 
+    print()
+    sub = subblocks(lens, inputs, args.reps)
+    met_sub = print_subblocks(sub, lens, args.reps)
+
     common.OUT_DIR.mkdir(exist_ok=True)
     summary = {
         "machine": common.machine(),
@@ -174,7 +269,8 @@ def main() -> int:
         "probe_median_s": common.median(probes),
         "memory": mem,
         "recipe_long_bytes_computed": recipe_bytes,
-        "targets": {"speedup": met_speed, "memory": met_mem},
+        "subblocks": sub,
+        "targets": {"speedup": met_speed, "memory": met_mem, "subblocks": met_sub},
     }
     (common.OUT_DIR / "engine.json").write_text(json.dumps(summary, indent=1))
     print(f"\nwrote {common.OUT_DIR / 'engine.json'}")

@@ -1,0 +1,159 @@
+"""A static image of statistics across rows with matplotlib (Agg; no pyplot state): the PNG twin of
+``views.plotly.trajectory``.
+
+"target_probs" draws two panels, each target's probability (linear, or log with ``log_probs=True``) and its
+rank (log scale, rank 1 on top); any other drawable statistic one panel. One line per (prompt, target), or
+per prompt; x = the rows, embeddings on the left. A thin renderer over ``views.model.trajectory_model``.
+
+Example:
+    >>> res = lens.run(prompt, targets=[concept(lens, ["mountain"]), concept(lens, ["montagne"])])
+    >>> write_trajectory_png(res, "concepts.png", log_probs=True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import LogitLensError
+from ..files import write_atomic
+from ..result import LensResult
+from .model import Panel, TrajectoryModel, clip, prompt_label, trajectory_model
+from .png import FONTS, IMAGE_FORMATS
+
+__all__ = ["trajectory_figure", "write_trajectory_png"]
+
+COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#7f7f7f"]
+ROW_W = 0.24  # inches per row on the x axis
+PANEL_H = 2.9  # inches per panel
+FONT_SIZE = 9  # points
+PROB_FLOOR = 1e-30  # the log-probability axis starts no lower than this (fp32 zeros sit there)
+
+
+def trajectory_figure(
+    result: LensResult,
+    targets: Sequence[int | str] | None = None,
+    prompts: Sequence[int] | None = None,
+    stat: str = "target_probs",
+    *,
+    position: int | str = -1,
+    title: str | None = None,
+    log_probs: bool = False,
+    dpi: int = 100,
+):
+    """The matplotlib Figure of ``write_trajectory_png`` (not attached to pyplot)."""
+    from matplotlib.figure import Figure
+
+    m = trajectory_model(result, targets, prompts, stat, position)
+    fonts = _fonts()
+    n_rows = len(m.row_names)
+    width = max(7.0, 1.6 + ROW_W * n_rows)
+    height = 1.3 + PANEL_H * len(m.panels)
+    fig = Figure(figsize=(width, height), dpi=dpi, layout="constrained")
+    axes = fig.subplots(len(m.panels), 1, sharex=True, squeeze=False)[:, 0]
+    for k, (ax, panel) in enumerate(zip(axes, m.panels, strict=True)):
+        _draw_panel(ax, panel, log_probs, fonts)
+        if k == 0 and len(panel.curves) > 1:
+            ax.legend(loc="upper left", fontsize=FONT_SIZE, prop={"family": fonts})
+    last = axes[-1]
+    last.set_xticks(range(n_rows), m.row_names, rotation=90 if n_rows > 20 else 0, fontsize=FONT_SIZE)
+    last.set_xlabel("row (layer)", fontsize=FONT_SIZE, family=fonts)
+    fig.suptitle(title or _title(result, m, prompts), fontsize=FONT_SIZE + 2, family=fonts, x=0.01, ha="left")
+    return fig
+
+
+def write_trajectory_png(
+    result: LensResult,
+    path: str | Path,
+    targets: Sequence[int | str] | None = None,
+    prompts: Sequence[int] | None = None,
+    stat: str = "target_probs",
+    *,
+    position: int | str = -1,
+    title: str | None = None,
+    log_probs: bool = False,
+    dpi: int = 100,
+) -> Path:
+    """Write the lines across rows of ``trajectory_figure`` and return the path; the suffix picks the format
+    (.png, .svg, .pdf, .jpg / .jpeg).
+
+    stat="target_probs": each target's probability and rank (``log_probs=True`` draws the probability on a
+    log scale, where the early rows' 1e-10 still shows); targets: indices or names (default all); prompts:
+    indices (default all); position: a decoded column (default the last) or "mean" (statistics without
+    targets).
+    """
+    fmt = IMAGE_FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:  # before drawing: a bad suffix fails at once
+        raise LogitLensError(
+            f"cannot write an image to {path}: the file name must end in "
+            f"{', '.join(sorted(IMAGE_FORMATS))} (the suffix picks the format)"
+        )
+    fig = trajectory_figure(
+        result, targets, prompts, stat, position=position, title=title, log_probs=log_probs, dpi=dpi
+    )
+    metadata = {"png": {"Software": "logitlens"}, "pdf": {"Creator": "logitlens"}}.get(fmt)
+
+    def save(tmp: Path) -> None:
+        with tmp.open("wb") as f:
+            fig.savefig(f, format=fmt, dpi=dpi, facecolor="white", metadata=metadata)
+
+    return write_atomic(path, save, f"the {fmt.upper()} image")
+
+
+def _draw_panel(ax, panel: Panel, log_probs: bool, fonts: list[str]) -> None:
+    """One panel's lines and its y axis: probabilities 0..1 (or log), ranks log with 1 on top."""
+    import numpy as np
+
+    ys = [np.asarray(c.y, dtype=float) for c in panel.curves]
+    log_p = panel.kind == "prob" and log_probs
+    if panel.kind == "rank":
+        ys = [np.where(y >= 1, y, np.nan) for y in ys]  # -1: a cell that does not exist
+    positive = np.concatenate([y[np.isfinite(y) & (y > 0)] for y in ys] + [np.ones(1)])
+    floor = max(float(positive.min()) / 10, PROB_FLOOR)
+    for i, (c, y) in enumerate(zip(panel.curves, ys, strict=True)):
+        color = COLORS[i % len(COLORS)]
+        low = log_p & np.isfinite(y) & (y < floor)  # 0 in fp32 (underflow): a ▼ on the axis's floor
+        y = np.where(low, floor, y)
+        ax.plot(range(len(y)), y, marker="o", markersize=3, linewidth=1.5, color=color, label=c.name)
+        if low.any():
+            x = np.flatnonzero(low)
+            ax.plot(x, y[x], linestyle="none", marker="v", markersize=7, color=color)
+    if log_p and any((np.isfinite(y) & (y < floor)).any() for y in ys):
+        note = "▼ p = 0 in fp32 (below the axis)"
+        ax.text(0.99, 0.03, note, transform=ax.transAxes, ha="right", fontsize=FONT_SIZE - 1, family=fonts)
+    if panel.kind == "rank":
+        ax.set_yscale("log")
+        ax.invert_yaxis()
+        label = "rank (log, 1 on top)"
+    elif log_p:
+        ax.set_yscale("log")
+        ax.set_ylim(floor / 2, 1.5)
+        label = "probability (log)"
+    elif panel.kind in ("prob", "bool"):
+        ax.set_ylim(-0.02, 1.02)
+        label = panel.label
+    else:
+        ax.set_ylim(bottom=0)
+        label = panel.label
+    ax.set_ylabel(label, fontsize=FONT_SIZE, family=fonts)
+    ax.tick_params(labelsize=FONT_SIZE)
+    ax.grid(True, which="major", color="#ddd", linewidth=0.6)
+
+
+def _title(result: LensResult, m: TrajectoryModel, prompts: Sequence[int] | None) -> str:
+    """The model, the lens and where the lines are read; the prompt when there is one."""
+    meta = result.meta
+    head = " · ".join(
+        str(x) for x in (meta.get("model"), f"{meta.get('lens', 'logit')} lens", m.title) if x is not None
+    )
+    shown = list(range(result.n_prompts)) if prompts is None else list(prompts)
+    if len(shown) == 1:
+        head += "\n" + clip(prompt_label(result, shown[0], None), 110)
+    return head
+
+
+def _fonts() -> list[str]:
+    from matplotlib import font_manager
+
+    have = {f.name for f in font_manager.fontManager.ttflist}
+    return [f for f in FONTS if f in have] or ["sans-serif"]
