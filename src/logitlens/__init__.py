@@ -18,20 +18,24 @@ if TYPE_CHECKING:  # imported on first use: ``logitlens --help`` and ``--version
 
     from .architectures import ARCHITECTURES, Architecture, register_architecture
     from .comparison import compare
+    from .concepts import concept
     from .data import Corpus
     from .evaluation import evaluate
     from .lens import LogitLens
     from .result import LensResult
+    from .tuned import TunedLens
 
 _LAZY = {
     "ARCHITECTURES": "architectures",
     "Architecture": "architectures",
     "register_architecture": "architectures",
     "compare": "comparison",
+    "concept": "concepts",
     "Corpus": "data",
     "evaluate": "evaluation",
     "LogitLens": "lens",
     "LensResult": "result",
+    "TunedLens": "tuned",
 }
 
 __all__ = [
@@ -41,7 +45,9 @@ __all__ = [
     "LensResult",
     "LogitLens",
     "LogitLensError",
+    "TunedLens",
     "compare",
+    "concept",
     "evaluate",
     "register_architecture",
 ]

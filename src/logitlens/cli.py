@@ -17,6 +17,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from .cli_attribute import add_attribute_parser, cmd_attribute
 from .cli_corpus import add_eval_parser, add_stream_args, check_stream_args, cmd_eval, run_streamed
 from .errors import LogitLensError
 
@@ -64,10 +65,43 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps or auto (default: cpu)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow a model's own Python code to run")
     p.add_argument(
+        "--device-map",
+        choices=["auto", "balanced", "balanced_low_0", "sequential"],
+        help="spread a big model over the GPUs, then CPU, then disk (accelerate); rows meet on the unembedding's device",
+    )
+    p.add_argument(
+        "--max-memory", help="with --device-map: per-device limits, e.g. '0=20GiB,1=20GiB,cpu=60GiB'"
+    )
+    p.add_argument("--offload-folder", help="with --device-map: where weights offloaded to disk go")
+    p.add_argument(
+        "--quantize",
+        choices=["int8", "bnb-8bit", "bnb-4bit"],
+        help="load quantised weights: int8 (torchao weight-only, CPU or GPU), bnb-8bit / bnb-4bit (bitsandbytes, CUDA)",
+    )
+    p.add_argument(
         "--backend",
         default="hooks",
         choices=["hooks", "nnsight"],
         help="how rows are read: forward hooks (default) or nnsight traces (pip install 'logitlens[remote]')",
+    )
+
+
+def _add_lens_args(p: argparse.ArgumentParser, per_model: bool = False) -> None:
+    """--tuned-lens DIR (one per --model with ``per_model``, '-' for the logit lens) and --no-lens-check."""
+    p.add_argument(
+        "--tuned-lens",
+        action="append" if per_model else "store",
+        metavar="DIR",
+        help="one per --model, in order: a tuned lens folder, or - for the plain logit lens"
+        if per_model
+        else "decode through the tuned lens in DIR (config.json + translators.safetensors, or the "
+        "tuned-lens package's params.pt)",
+    )
+    p.add_argument(
+        "--no-lens-check",
+        action="store_true",
+        help="use a tuned lens whose unembedding hash differs from the model's (blocks and d_model are "
+        "always checked)",
     )
 
 
@@ -144,6 +178,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--answer",
         help="the answer to PROMPT (e.g. ' Paris'): every token of it is scored, teacher-forced",
     )
+    run.add_argument(
+        "--concept",
+        action="append",
+        default=[],
+        metavar="[NAME=]WORDS",
+        help="track a concept: comma-separated words such as 'Paris,Parigi' or 'en=mountain'; the summed "
+        "mass of the first token of each word's variants (leading space, capital); repeat for several",
+    )
     run.add_argument("--json", type=Path, help="save the result as JSON (logitlens.LensResult.load reads it)")
     run.add_argument("--quiet", action="store_true", help="do not print the tables")
     run.add_argument(
@@ -158,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_prompt_args(run)
     _add_model_args(run)
+    _add_lens_args(run)
     add_stream_args(run)  # --out F.parquet|.jsonl, --resume, --no-progress
 
     cmp = sub.add_parser("compare", help="run two or more models on one prompt and put them side by side")
@@ -174,7 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--quiet", action="store_true", help="do not print the tables")
     _add_prompt_args(cmp)
     _add_model_args(cmp)
+    _add_lens_args(cmp, per_model=True)
     add_eval_parser(sub)
+    add_attribute_parser(sub)
+    from .cli_train import add_train_parser  # train-lens (imports nothing heavy)
+
+    add_train_parser(sub)
     return parser
 
 
@@ -253,9 +301,40 @@ def _parse_prompts_file(text: str, name: str) -> list[tuple[str, str | None]]:
     return [(line, None) for _, line in lines]
 
 
-def _parse_targets(raw: list[str]) -> list:
+def _parse_concepts(raw: list[str]) -> list[tuple[str | None, list[str]]]:
+    """``--concept [NAME=]WORD,WORD,...`` -> (name or None, words) each, before any model is loaded."""
+    out = []
+    for text in raw:
+        head, eq, tail = text.partition("=")
+        name, words_text = (head.strip(), tail) if eq and "," not in head else (None, text)
+        words = [w.strip() for w in words_text.split(",") if w.strip()]
+        if name == "" or not words:
+            raise LogitLensError(
+                f"--concept {text!r} has no {'name before =' if name == '' else 'words'}: give comma-separated "
+                "words such as 'Paris,Parigi' or 'en=mountain'"
+            )
+        out.append((name, words))
+    return out
+
+
+def _make_concepts(lens, specs: list[tuple[str | None, list[str]]]) -> list:
+    """The concepts of ``--concept`` with the loaded model's tokenizer; one line on stderr each."""
+    from .concepts import concept
+
+    out = []
+    for name, words in specs:
+        c = concept(lens, words, name=name)
+        print(f"logitlens: {c.line()}", file=sys.stderr)
+        out.append(c)
+    return out
+
+
+def _parse_targets(raw: list) -> list:
     out = []
     for t in raw:
+        if not isinstance(t, str):  # a ready Target (a --concept), passed on as it is
+            out.append(t)
+            continue
         if t == "" or all(part == "" for part in t.split("|")):
             raise LogitLensError("--target is empty: give a word such as ' Paris' (mind the leading space)")
         out.append(tuple(p for p in t.split("|") if p) if "|" in t else t)
@@ -273,7 +352,7 @@ def _check_common(args) -> None:
         raise LogitLensError(f"--window must be at least 1 (positions shown), got {args.window}")
 
 
-def _load(model: str, args):
+def _load(model: str, args, tuned_lens=None):
     if model != "default":  # before torch is imported: a bad name answers in a second
         from .sources import check_source
 
@@ -296,23 +375,52 @@ def _load(model: str, args):
         budget_bytes=args.memory_budget * 2**20,
         backend="nnsight" if getattr(args, "remote", False) else args.backend,
         load_weights=not getattr(args, "remote", False),  # remote runs: the weights stay on the server
+        tuned_lens=tuned_lens,  # a folder or a TunedLens; None: the logit lens
+        check_hash=not getattr(args, "no_lens_check", False),
+        device_map=getattr(args, "device_map", None),
+        max_memory=_max_memory(getattr(args, "max_memory", None)),
+        offload_folder=getattr(args, "offload_folder", None),
+        quantization=getattr(args, "quantize", None),
     )
+
+
+def _max_memory(text: str | None) -> dict | None:
+    """'0=20GiB,cpu=60GiB' -> {0: "20GiB", "cpu": "60GiB"} (accelerate's max_memory)."""
+    if text is None:
+        return None
+    out: dict = {}
+    for part in text.split(","):
+        key, sep, value = part.strip().partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise LogitLensError(
+                f"--max-memory {text!r}: expected DEVICE=SIZE pairs separated by commas, e.g. '0=20GiB,cpu=60GiB'"
+            )
+        key = key.strip()
+        out[int(key) if key.isdigit() else key] = value.strip()
+    return out
 
 
 def _cmd_run(args) -> int:
     _check_outputs(args)
     prompts, answers = _read_inputs(args)
     targets = _parse_targets(args.target)
+    concept_specs = _parse_concepts(args.concept)
     _check_common(args)
     check_stream_args(args)
+    if args.remote and args.tuned_lens:
+        raise LogitLensError("--tuned-lens decodes here: leave out --remote (remote runs use the logit lens)")
     if args.remote is True:  # before loading anything: a missing key or server fails at once
         from .remote import require_ndif
 
         require_ndif()
-    lens = _load(args.model, args)
+    lens = _load(args.model, args, args.tuned_lens)
     vocab = lens.decoder.vocab_size
     if args.top_k > vocab:
         raise LogitLensError(f"--top-k must be at most the vocabulary size {vocab}, got {args.top_k}")
+    if concept_specs:
+        concepts = _make_concepts(lens, concept_specs)
+        targets += concepts
+        args.target = [*args.target, *concepts]  # a streamed run (--out) takes its targets from here
     if args.out:
         return run_streamed(lens, prompts, args)
     res = _run_with_progress(
@@ -386,9 +494,14 @@ def _cmd_compare(args) -> int:
     _check_common(args)
     if len(args.model) < 2:
         raise LogitLensError("compare needs at least two models: repeat --model")
+    tuned = _compare_tuned(args)  # per --model: a TunedLens or None (every folder read before any model)
     results, names = [], []
-    for name in args.model:
-        lens = _load(name, args)
+    loaded: dict = {}  # a model named again (e.g. with another lens) is loaded once
+    for m, name in enumerate(args.model):
+        lens = _load(name, args, tuned[m]) if name not in loaded else _rewrap(loaded[name], tuned[m], args)
+        loaded.pop(name, None)
+        if name in args.model[m + 1 :]:
+            loaded[name] = lens
         top_k = min(args.top_k, lens.decoder.vocab_size)
         results.append(
             lens.run(
@@ -403,7 +516,7 @@ def _cmd_compare(args) -> int:
                 prepend_bos=args.bos,
             )
         )
-        names.append(lens.name)
+        names.append(f"{lens.name} ({lens.lens.name})" if args.tuned_lens else lens.name)  # "M (tuned)"
     if not args.quiet:
         from rich.console import Console
 
@@ -420,6 +533,37 @@ def _cmd_compare(args) -> int:
             console.print(_depth_table(names, results, i))
     _write_compare_outputs(results, names, args)
     return 0
+
+
+def _compare_tuned(args) -> list:
+    """Each --model's tuned lens (None: the logit lens): one --tuned-lens per --model, in order, '-' for
+    none; every folder is read (and refused, in one line) before any model loads."""
+    given = args.tuned_lens or []
+    if given and len(given) != len(args.model):
+        raise LogitLensError(
+            f"got {len(given)} --tuned-lens for {len(args.model)} --model: give one per --model, in order, "
+            "'-' for the plain logit lens (e.g. --model M --model M --tuned-lens - --tuned-lens DIR)"
+        )
+    if not any(t != "-" for t in given):
+        return [None] * len(args.model)
+    with _sigint_deferred():
+        from .tuned import TunedLens
+    return [None if t == "-" else TunedLens.load(t) for t in given]
+
+
+def _rewrap(base, tuned, args):
+    """A LogitLens over ``base``'s already-loaded model, decoding through ``tuned`` (checked against it)."""
+    from .lens import LogitLens
+
+    return LogitLens(
+        base.model,
+        base.tokenizer,
+        name=base.name,
+        budget_bytes=base.budget_bytes,
+        backend=base.backend,
+        tuned_lens=tuned,
+        check_hash=not args.no_lens_check,
+    )
 
 
 def _write_compare_outputs(results, names, args) -> None:
@@ -541,6 +685,9 @@ def _quiet_transformers() -> None:
         hf_logging.disable_progress_bar()
     except ImportError:
         pass
+    from .loading import import_quantizers
+
+    import_quantizers()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -553,7 +700,16 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("default", UserWarning)
             warnings.showwarning = _one_line_warning
-            commands = {"run": _cmd_run, "compare": _cmd_compare, "eval": cmd_eval}
+            commands = {
+                "run": _cmd_run,
+                "compare": _cmd_compare,
+                "eval": cmd_eval,
+                "attribute": cmd_attribute,
+            }
+            if args.command == "train-lens":
+                from .cli_train import cmd_train
+
+                return cmd_train(args)
             return commands[args.command](args)
     except LogitLensError as exc:
         print(f"logitlens: error: {exc}", file=sys.stderr)

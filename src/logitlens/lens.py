@@ -27,6 +27,7 @@ from .result import LensResult
 from .rows import Row, default_rows
 from .stats import REGISTRY
 from .tokens import TokenNamer
+from .tuned import TunedLens
 
 __all__ = ["DTYPES", "LogitLens", "Target"]
 
@@ -61,10 +62,15 @@ class Target:
 class LogitLens:
     """The logit lens over a Hugging Face causal LM.
 
+    tuned_lens: a ``TunedLens`` or its folder (either layout, see ``logitlens.tuned``): every run then
+    decodes through its translators (``meta["lens"] == "tuned"``). It is refused, in one line, when made for
+    another model (block count, d_model, unembedding hash); ``check_hash=False`` skips the hash only.
+
     Example:
         >>> lens = LogitLens.from_pretrained("default")
         >>> res = lens.run("The Eiffel Tower is in the city of", targets=[" Paris"])
         >>> res.summary()
+        >>> tuned = LogitLens.from_pretrained("default", tuned_lens="lenses/SmolLM2-135M")
     """
 
     def __init__(
@@ -79,6 +85,8 @@ class LogitLens:
         name: str | None = None,
         lens: Lens | None = None,
         backend: Backend | None = None,
+        tuned_lens: str | Path | TunedLens | None = None,
+        check_hash: bool = True,
     ):
         wrapped = wrap_model(model)  # an nnsight model: its transformers model, tokenizer and backend
         if wrapped is not None:
@@ -95,6 +103,9 @@ class LogitLens:
         self.decoder = Decoder(model, self.arch)
         if lens is not None and not isinstance(lens, Lens):
             raise LogitLensError(f"lens must be a logitlens.Lens, got {type(lens).__name__}")
+        if tuned_lens is not None:  # before the self-check: a lens made for another model fails at once
+            lens = _tuned_lens(tuned_lens, lens)
+            lens.check(self, check_hash=check_hash)  # the hash is skipped for weights not here (meta)
         self.lens: Lens = lens or IdentityLens()  # what is done to each row before decoding
         if backend is None:
             backend = make_backend(self.decoder) if wrapped is not None else HookBackend(model, self.decoder)
@@ -122,6 +133,10 @@ class LogitLens:
         revision: str | None = None,
         backend: str = "hooks",
         load_weights: bool = True,
+        device_map: str | dict | None = None,
+        max_memory: dict | None = None,
+        offload_folder: str | None = None,
+        quantization: Any = None,
         **kwargs,
     ) -> LogitLens:
         """Load ``name``: "default" (the embedded SmolLM2-135M-Instruct), a Hugging Face id or a local path.
@@ -130,7 +145,10 @@ class LogitLens:
         "cuda:1", "mps" or "auto" (spread over the available devices). Remote code runs only with
         trust_remote_code=True. backend: "hooks" (forward hooks) or "nnsight" (nnsight traces; needs
         ``pip install 'logitlens[remote]'``); load_weights=False (nnsight only) builds the model on the meta
-        device, for remote runs: nothing is downloaded but the config and tokenizer. Extra keyword arguments
+        device, for remote runs: nothing is downloaded but the config and tokenizer. device_map ("auto",
+        "balanced", "sequential" or {module: device}), max_memory, offload_folder: accelerate's placement of
+        a model bigger than one device; quantization: "int8" (torchao, CPU or GPU), "bnb-8bit" / "bnb-4bit"
+        (CUDA) or a transformers quantisation config (see ``logitlens.loading``). Extra keyword arguments
         go to LogitLens().
         """
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -140,6 +158,8 @@ class LogitLens:
             raise LogitLensError(f"unknown backend {backend!r}; choose one of: hooks, nnsight")
         if not load_weights and backend != "nnsight":
             raise LogitLensError("load_weights=False needs backend='nnsight' (a model for remote runs)")
+        if kwargs.get("tuned_lens") is not None:  # its folder is read before the model: a bad one fails fast
+            kwargs["tuned_lens"] = _tuned_lens(kwargs["tuned_lens"], kwargs.get("lens"))
         if name == "default":
             from .default_model import DEFAULT_NAME, model_dir
 
@@ -152,13 +172,31 @@ class LogitLens:
                 raise LogitLensError("give a model: 'default', a Hugging Face id or a local folder")
             check_source(name, revision)  # one line in seconds, not a minute of hub retries
             path, label = name, name
+        from .loading import import_quantizers, load_options
+
+        import_quantizers()
+        placement = load_options(
+            device=device,
+            device_map=device_map,
+            max_memory=max_memory,
+            offload_folder=offload_folder,
+            quantization=quantization,
+        )
         if backend == "nnsight":
             return cls._from_pretrained_nnsight(
-                path, name, label, torch_dtype, device, trust_remote_code, revision, load_weights, **kwargs
+                path,
+                name,
+                label,
+                torch_dtype,
+                device,
+                trust_remote_code,
+                revision,
+                load_weights,
+                placement,
+                **kwargs,
             )
         load_kwargs = {"trust_remote_code": trust_remote_code, "revision": revision, "dtype": torch_dtype}
-        if device == "auto":
-            load_kwargs["device_map"] = "auto"
+        load_kwargs.update(placement)
         try:
             tokenizer = AutoTokenizer.from_pretrained(
                 path, trust_remote_code=trust_remote_code, revision=revision
@@ -181,7 +219,17 @@ class LogitLens:
 
     @classmethod
     def _from_pretrained_nnsight(
-        cls, path, name, label, torch_dtype, device, trust_remote_code, revision, load_weights, **kwargs
+        cls,
+        path,
+        name,
+        label,
+        torch_dtype,
+        device,
+        trust_remote_code,
+        revision,
+        load_weights,
+        placement,
+        **kwargs,
     ) -> LogitLens:
         """from_pretrained(backend="nnsight"): nnsight's TransformersModel, its weights loaded or not."""
         from transformers import AutoTokenizer
@@ -190,8 +238,7 @@ class LogitLens:
 
         nnsight = require_nnsight()
         nn_kwargs = {"trust_remote_code": trust_remote_code, "revision": revision, "dtype": torch_dtype}
-        if device == "auto":
-            nn_kwargs["device_map"] = "auto"
+        nn_kwargs.update(placement if load_weights else {})  # a meta model for remote runs is placed nowhere
         try:
             tokenizer = AutoTokenizer.from_pretrained(
                 path, trust_remote_code=trust_remote_code, revision=revision
@@ -338,13 +385,23 @@ class LogitLens:
         return out
 
     def targets(self, targets) -> list[Target]:
-        """Normalise targets: a string (its first token), a token id, or a list/tuple/set of those (summed)."""
+        """Normalise targets: a string (its first token), a token id, or a list/tuple/set of those (summed),
+        or a ready ``Target`` (such as ``logitlens.concept(...)``), kept as it is once its ids are checked."""
         if targets is None:
             return []
-        if isinstance(targets, str | int):
+        if isinstance(targets, str | int | Target):
             targets = [targets]
         out = []
         for t in targets:
+            if isinstance(t, Target):
+                bad = [i for i in t.ids if not 0 <= i < self.decoder.vocab_size]
+                if not t.ids or bad:
+                    raise LogitLensError(
+                        f"target {t.name!r} has {'token id ' + str(bad[0]) if bad else 'no tokens'}: build it "
+                        f"with this model's tokenizer (vocabulary 0..{self.decoder.vocab_size - 1})"
+                    )
+                out.append(t)
+                continue
             if isinstance(t, list | tuple | set | frozenset):
                 members = [self._target_ids(x, single=False) for x in t]
                 if not members:
@@ -508,7 +565,8 @@ class LogitLens:
 
         prompts: str | list[str] | list[list[int]] | LongTensor (B, T) with ``attention_mask`` (either
         padding side). positions: indices into each prompt (negative count from its end), e.g. [-1].
-        targets: see ``targets()``. lens: a ``Lens`` for this run (default: this object's, the logit lens);
+        targets: see ``targets()``. lens: a ``Lens`` for this run (default: this object's: the logit lens,
+        or the tuned lens it was made with, ``tuned_lens=``);
         transform: a function (row index, (N, d)) -> (N, d) applied to every row but the output row.
         include_subblocks: add each block's "attn" row (after attention, before the MLP). answers: one
         answer per prompt (a string, token ids or None), appended to its prompt and teacher-forced in the
@@ -745,9 +803,40 @@ class LogitLens:
         ids = self._check_ids(ids, truncate=False)
         cols = [list(range(len(ids[0])))]
         rows = self.rows(include_subblocks)
+        use = self._lens_for(lens, transform)
+        fn = use.chunk_transform(rows, output_row=len(rows) - 1)  # refusing these rows: before any work
         captured = self._capture([0], ids, cols, rows)[0]  # (R, T, d)
-        fn = self._lens_for(lens, transform).chunk_transform(rows, output_row=len(rows) - 1)
         return decode_logits(captured.transpose(0, 1), self.decoder.logits, fn)
+
+    def attribute(self, prompt, target, *, position: int = -1, baseline="mean"):
+        """Direct logit attribution: a DataFrame with one line per component ("embed", "0.attn", "0.mlp",
+        ..., "bias") and its ``contribution`` to ``logit[target] - mean logit`` (baseline="mean") or
+        ``- logit[baseline]`` (a second token) at ``position``, through the final norm frozen at the output
+        row's statistics; the lines sum to the output row's logit difference (before any soft-cap). See
+        ``logitlens.attribution``.
+
+        Example:
+            >>> df = lens.attribute("The Eiffel Tower is in the city of", " Paris")
+        """
+        from .attribution import attribute
+
+        return attribute(self, prompt, target, position=position, baseline=baseline)
+
+
+def _tuned_lens(tuned_lens, lens: Lens | None) -> TunedLens:
+    """``tuned_lens=``: a TunedLens as it is, or a folder read by ``TunedLens.load`` (either layout)."""
+    if lens is not None:
+        raise LogitLensError(
+            "give either tuned_lens= or lens=, not both (a TunedLens can be passed as lens= for one run)"
+        )
+    if isinstance(tuned_lens, TunedLens):
+        return tuned_lens
+    if isinstance(tuned_lens, str | Path) and str(tuned_lens).strip():
+        return TunedLens.load(tuned_lens)
+    raise LogitLensError(
+        f"tuned_lens must be a folder (config.json + translators.safetensors or params.pt) or a "
+        f"logitlens.TunedLens, got {type(tuned_lens).__name__} {tuned_lens!r}"
+    )
 
 
 def _parse_dtype(dtype) -> torch.dtype | str:
