@@ -196,41 +196,28 @@ def _data_hash(ids: torch.Tensor) -> str:
 
 # ---- capture and decode ---------------------------------------------------------------------------------
 def _capture(lens, input_ids: torch.Tensor, autocast) -> tuple[torch.Tensor, torch.Tensor]:
-    """One full forward pass of the frozen model under inference mode: the rows with translators (the
-    embeddings and blocks 0 .. L-2) and the model's own logits, cloned into normal tensors.
+    """One forward pass of the frozen model under inference mode, read by the lens's own backend: the rows
+    with translators (the embeddings and blocks 0 .. L-2) and the output row's log-probabilities, cloned
+    into normal tensors.
 
-    input_ids: (B, T) -> rows (B*T, L, d) on the unembedding's device, final log-probabilities (B*T, V) fp32.
-    The rows are read where ``backends/hooks.py`` reads them: block 0's input, each block's output.
+    input_ids: (B, T) -> rows (B*T, L, d) on the unembedding's device, final log-probabilities (B*T, V) fp32
+    (the output row decoded as the model decodes it: equal to its own logits, which the self-check holds).
     """
     import torch
 
-    from .backends.hooks import _forward_kwargs, block_hidden
+    from .rows import default_rows
 
-    decoder, model = lens.decoder, lens.model
+    decoder = lens.decoder
     n_translators = decoder.n_layers  # rows 0 .. L-1 of a run; row L (the output) has none
-    dev = decoder.device
-    got: list[torch.Tensor | None] = [None] * n_translators
-
-    def embed_hook(module, args, kwargs):
-        got[0] = (args[0] if args else kwargs["hidden_states"]).to(dev)
-
-    def block_hook(index: int):
-        def hook(module, args, output):
-            got[index] = block_hidden(output).to(dev)
-
-        return hook
-
-    handles = [decoder.layers[0].register_forward_pre_hook(embed_hook, with_kwargs=True)]
-    handles += [decoder.layers[i].register_forward_hook(block_hook(i + 1)) for i in range(n_translators - 1)]
-    try:
-        with torch.inference_mode(), autocast():
-            out = model(**_forward_kwargs(model, input_ids.to(lens._input_device), None))
-            logits = out.logits if hasattr(out, "logits") else out[0]  # (B, T, V)
-            final = torch.log_softmax(logits.to(dev).float(), -1).flatten(0, 1)  # (B*T, V)
-            rows = torch.stack(got, dim=2).flatten(0, 1)  # type: ignore[arg-type]  # (B*T, L, d)
-    finally:
-        for h in handles:
-            h.remove()
+    b, t = input_ids.shape
+    dev = lens._input_device
+    gather = torch.arange(t).expand(b, t)
+    with torch.inference_mode(), autocast():
+        captured = lens.backend.capture(
+            input_ids.to(dev), torch.ones_like(input_ids).to(dev), gather.to(dev), default_rows(n_translators)
+        ).to(decoder.device)  # (B, L + 1, T, d)
+        rows = captured[:, :n_translators].transpose(1, 2).flatten(0, 1)  # (B*T, L, d)
+        final = torch.log_softmax(decoder.logits(captured[:, -1].flatten(0, 1)).float(), -1)  # (B*T, V)
     return rows.clone(), final.clone()  # normal tensors: autograd may save them
 
 
