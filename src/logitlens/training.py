@@ -6,8 +6,8 @@ Lens"): one affine translator per row, fitted so that each row's decoding matche
 
 Objective: KL(p_final || p_row), averaged over the tokens of a step, for every row but the output row
 (the embeddings and blocks 0 .. L-2: the L translators of ``TunedLens``), each position matched with its
-own final distribution (the package's default ``token_shift`` 0 for KL). ``p_final`` comes from the model's
-own logits (a full forward pass); ``p_row`` decodes ``h + W_j h + b_j`` through the model's final norm and
+own final distribution (the package's default ``token_shift`` 0 for KL). ``p_final`` is the output row
+decoded as the model decodes it (its own logits, as the load-time self-check holds); ``p_row`` decodes ``h + W_j h + b_j`` through the model's final norm and
 unembedding (``Decoder.logits_functional``: the model's own modules), every row of a chunk of tokens in ONE
 product, then an fp32 log-softmax. The reported loss is the mean over rows; the gradient step uses the sum
 over rows, as the tuned-lens package does (each translator gets the gradient of its own row's KL, not
