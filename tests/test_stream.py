@@ -16,6 +16,7 @@ import time
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from logitlens import LensResult, LogitLens, LogitLensError
 from logitlens.stream import aggregate_table, parts_dir, stream
@@ -213,7 +214,7 @@ def test_killed_run_resumes_with_every_prompt_once_and_the_same_values(tiny_mode
 
 
 # ---- refusals -----------------------------------------------------------------------------------------
-def _interrupted(lens, path, prompts, stop_after: int = 2, **opts):
+def _interrupted(lens, path, prompts, /, stop_after: int = 2, **opts):
     """A run stopped after ``stop_after`` batches (as a kill would leave it)."""
     real = lens.iter_run
 
@@ -360,3 +361,35 @@ def test_run_out_streams_and_resumes(capsys, tiny_model_dir, tmp_path):
 def test_run_out_bad_input(capsys, tiny_model_dir, extra, message):
     code, _, err = run_cli(capsys, "Hello", "--model", str(tiny_model_dir), *extra)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_resume_refuses_another_tuned_lens(lens, tmp_path):
+    """Two tuned lenses share the name "tuned": resume compares their tensors (``Lens.fingerprint``)."""
+    from logitlens import TunedLens
+
+    def tuned(seed: int) -> TunedLens:
+        t = TunedLens.for_model(lens)
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            t.weight.normal_(0, 0.02, generator=g)
+            t.bias.normal_(0, 0.02, generator=g)
+        return t
+
+    first, same, other = tuned(1), tuned(1), tuned(2)
+    assert first.fingerprint() == same.fingerprint() != other.fingerprint()
+    assert first.fingerprint().startswith("tuned:") and lens.lens.fingerprint() == "logit"
+    path = tmp_path / "t.parquet"
+    _interrupted(lens, path, PROMPTS[:24], top_k=2, batch_size=8, lens=first)
+    with pytest.raises(LogitLensError) as err:
+        stream(lens, PROMPTS[:24], path, resume=True, progress=False, top_k=2, batch_size=8, lens=other)
+    msg = str(err.value)
+    assert f"it was written with lens='{first.fingerprint()}', now lens='{other.fingerprint()}'" in msg
+    assert "\n" not in msg and parts_dir(path).is_dir()
+    stream(lens, PROMPTS[:24], path, resume=True, progress=False, top_k=2, batch_size=8, lens=same)
+    res = LensResult.load(path)
+    assert sorted(res.prompt_index) == list(range(24)) and res.meta["lens"] == "tuned"
+    pick = [0, 23]
+    ref = lens.run([PROMPTS[i] for i in pick], top_k=2, lens=first)
+    got = res.select([res.prompt_index.index(i) for i in pick])
+    a, b = got.entropy[:, :, : ref.n_positions], ref.entropy
+    assert np.allclose(a.numpy(), b.numpy(), atol=1e-5, equal_nan=True)

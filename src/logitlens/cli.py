@@ -447,7 +447,7 @@ def _cmd_run(args) -> int:
 PROGRESS_AFTER_S = 2.0  # a run that takes longer shows a progress bar on stderr (a terminal only)
 
 
-def _run_with_progress(lens, prompts, **kwargs):
+def _run_with_progress(lens, prompts, /, **kwargs):
     """``lens.run`` with a rich progress bar on stderr (prompts done, tokens/s, time left) once the run has
     taken ``PROGRESS_AFTER_S``; plain ``lens.run`` when stderr is not a terminal."""
     import inspect

@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -79,6 +80,20 @@ class Lens:
     @classmethod
     def from_state(cls, config: dict[str, Any], state: dict[str, torch.Tensor]) -> Lens:
         return cls()
+
+    def fingerprint(self) -> str:
+        """What identifies this lens's decoding, for a resumed run to compare: its name, and for a lens with
+        tensors (a tuned lens) the first 16 hex digits of a sha256 over their names, dtypes, shapes and
+        bytes, e.g. ``"tuned:3f2a..."``. Two lenses with equal fingerprints decode alike."""
+        state = self.state_dict()
+        if not state:
+            return self.name
+        digest = hashlib.sha256(self.kind.encode())
+        for key in sorted(state):
+            t = state[key].detach().contiguous().cpu()
+            digest.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        return f"{self.name}:{digest.hexdigest()[:16]}"
 
     def save(self, directory: str | Path) -> Path:
         """Write ``lens.json`` (kind, name, config) and ``lens.safetensors`` (the tensors) into ``directory``."""

@@ -13,7 +13,8 @@ On disk while a run is in progress (``OUT`` is the output path):
     OUT.parts/
         run.json             what the run is (``fingerprint``): the prompts (count and SHA-256 of their
                              texts or ids, in order), the options that change the values (top_k,
-                             targets, positions, truncate, include_subblocks, lens, transform), the model
+                             targets, positions, truncate, include_subblocks, transform, and the lens:
+                             ``Lens.fingerprint``, for a tuned lens a digest of its tensors), the model
                              (name, type, layers, vocabulary, dtype) and the output format.
         part-000000.parquet  one finished batch each: exactly the batch's ``to_arrow()`` table. A part is
         part-000001.parquet  written as ``*.tmp`` and renamed, so it exists only once it is complete.
@@ -57,6 +58,7 @@ import torch
 
 from .errors import LogitLensError
 from .evaluation import RowAggregate, progress_bar
+from .lenses import Lens
 from .rows import Row
 
 if TYPE_CHECKING:
@@ -113,7 +115,8 @@ def fingerprint(lens, prompts, run_kwargs: dict[str, Any], output: str) -> dict[
         warnings.simplefilter("ignore")  # iter_run warns about multi-token targets itself
         opts["targets"] = [[t.name, list(t.ids)] for t in lens.targets(opts.get("targets"))]
     chosen = opts.get("lens")
-    opts["lens"] = getattr(chosen or lens.lens, "name", type(chosen).__name__)
+    used = chosen or lens.lens
+    opts["lens"] = used.fingerprint() if isinstance(used, Lens) else type(used).__name__
     fn = opts.get("transform")
     opts["transform"] = None if fn is None else getattr(fn, "__qualname__", type(fn).__name__)
     if opts.get("positions") is not None:
@@ -175,7 +178,7 @@ def check_output(path: str | Path) -> Path:
 
 
 def stream(
-    lens, prompts, path: str | Path, *, resume: bool = False, progress: bool = True, **run_kwargs: Any
+    lens, prompts, path: str | Path, /, *, resume: bool = False, progress: bool = True, **run_kwargs: Any
 ) -> pd.DataFrame:
     """Run ``lens`` (a ``LogitLens``) on ``prompts`` and write the long table to ``path`` (.parquet or
     .jsonl) batch by batch; returns the per-row aggregate (``aggregate_table``). See the module docstring
