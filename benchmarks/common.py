@@ -325,7 +325,14 @@ def machine() -> dict:
             mem = f"{kb / 2**20:.1f} GiB"
     except (OSError, StopIteration):
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "ram": mem, "python": platform.python_version()}
+    isa = "?"
+    try:  # the vector instructions torch's CPU kernels use (AVX2, AVX512): timings differ between them
+        import torch
+
+        isa = torch.backends.cpu.get_cpu_capability()
+    except (ImportError, AttributeError):
+        pass
+    return {"cpu": cpu, "isa": isa, "cores": os.cpu_count(), "ram": mem, "python": platform.python_version()}
 
 
 def versions() -> dict:
