@@ -40,8 +40,11 @@ def test_version_module_and_fast_help_without_torch():
         assert out.returncode == 0 and out.stdout.strip().startswith("logitlens "), out
     start = time.perf_counter()
     out = subprocess.run([EXE, "run", "--help"], capture_output=True, text=True, timeout=60)
+    seconds = time.perf_counter() - start
     assert out.returncode == 0 and "--answer" in out.stdout
-    assert time.perf_counter() - start < 3.0  # well under a second on a desktop; slack for CI
+    # well under a second on a desktop; a loaded machine slows every start-up alike, so the bound scales
+    # with this machine's own time to start the interpreter (importing torch alone takes far longer)
+    assert seconds < max(3.0, 15 * _entry_reached_s()), seconds
     probe = "import sys, logitlens.cli, logitlens; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out

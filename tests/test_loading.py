@@ -54,6 +54,7 @@ def test_device_map_spreading_blocks_to_cpu_and_disk_equals_plain_loading(tiny_m
         str(tiny_model_dir), device_map=device_map, offload_folder=str(tmp_path / "offload")
     )
     assert spread.model.lm_head.weight.device.type == "meta"  # really offloaded, read back by accelerate
+    assert spread.input_device == torch.device(main_device) and plain.input_device == torch.device("cpu")
     assert spread.self_check_diff is not None and spread.self_check_diff <= 1e-4
     kwargs = dict(top_k=5, include_subblocks=True)
     _close(plain.run(PROMPTS, **kwargs), spread.run(PROMPTS, **kwargs))

@@ -273,7 +273,9 @@ class LogitLens:
         return None
 
     @property
-    def _input_device(self) -> torch.device:
+    def input_device(self) -> torch.device:
+        """Where the model's input ids go: the execution device of its input embeddings (with a device map,
+        the first block's device; with disk offload, where accelerate runs the embeddings)."""
         emb = self.model.get_input_embeddings() if hasattr(self.model, "get_input_embeddings") else None
         return execution_device(emb if isinstance(emb, nn.Module) else self.model)
 
@@ -287,7 +289,7 @@ class LogitLens:
     def _self_check(self) -> float:
         vocab = self.decoder.vocab_size
         probe = (torch.arange(1, 9) * 7919) % min(vocab, getattr(self.model.config, "vocab_size", vocab))
-        probe = probe.unsqueeze(0).to(self._input_device)  # (1, 8)
+        probe = probe.unsqueeze(0).to(self.input_device)  # (1, 8)
         h_last, logits = self.backend.probe(probe)
         return check_decoder(self.decoder, h_last, logits)
 
@@ -769,7 +771,7 @@ class LogitLens:
 
     def _capture(self, batch: list[int], ids, cols, rows: Sequence[Row]) -> torch.Tensor:
         """Right-padded forward of some prompts; (B, R, P, d) residual rows at their columns."""
-        dev = self._input_device
+        dev = self.input_device
         input_ids, mask, gather = self._batch_inputs(batch, ids, cols)
         return self.backend.capture(input_ids.to(dev), mask.to(dev), gather.to(dev), rows)
 

@@ -210,7 +210,7 @@ def _capture(lens, input_ids: torch.Tensor, autocast) -> tuple[torch.Tensor, tor
     decoder = lens.decoder
     n_translators = decoder.n_layers  # rows 0 .. L-1 of a run; row L (the output) has none
     b, t = input_ids.shape
-    dev = lens._input_device
+    dev = lens.input_device
     gather = torch.arange(t).expand(b, t)
     with torch.inference_mode(), autocast():
         captured = lens.backend.capture(
