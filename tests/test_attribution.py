@@ -304,7 +304,6 @@ def test_view_model_colours_and_order(eiffel):
 
 
 def test_plotly_figure_bars_in_model_order(eiffel):
-    pytest.importorskip("plotly", reason="needs plotly (a dependency of logitlens: pip install -e .)")
     from logitlens.views.attribution import figure
 
     fig = figure(eiffel)
@@ -316,7 +315,6 @@ def test_plotly_figure_bars_in_model_order(eiffel):
 
 
 def test_png_and_html_files(eiffel, tmp_path):
-    pytest.importorskip("matplotlib", reason="needs matplotlib (a dependency of logitlens: pip install -e .)")
     from logitlens.views.attribution import write_attribution_html, write_attribution_png
 
     png = write_attribution_png(eiffel, tmp_path / "a.png")

