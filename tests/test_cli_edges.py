@@ -51,6 +51,18 @@ def test_version_module_and_fast_help_without_torch():
     assert __version__
 
 
+def test_checks_before_loading_import_no_torch(tmp_path):
+    """What the CLI checks before it loads a model runs without torch: a SIGINT that lands in torch's C++
+    start-up outside ``_sigint_deferred`` aborts the process (SIGABRT) instead of exiting 130."""
+    probe = (
+        "import sys, argparse; from logitlens.cli_corpus import check_stream_args; "
+        f"check_stream_args(argparse.Namespace(out={str(tmp_path / 'r.parquet')!r}, resume=True)); "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "False", out
+
+
 def _entry_reached_s() -> float:
     """How long this machine's interpreter takes to start and import ``logitlens._entry`` (the best of 3)."""
     times = []

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import kernels
-from .errors import LogitLensError
+from .errors import LogitLensError, first_line
 
 
 @dataclass(frozen=True)
@@ -478,10 +478,9 @@ def check_decoder(decoder: Decoder, last_block_output: torch.Tensor, model_logit
     try:
         ours = decoder.logits(last_block_output)
     except (RuntimeError, TypeError, ValueError, IndexError) as exc:  # e.g. a missing projection
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise LogitLensError(
             f"self-check failed for model_type '{decoder.model_type}': decoding the last block through "
-            f"{decoder.arch} raised {type(exc).__name__}: {first}; fix the entry with "
+            f"{decoder.arch} raised {type(exc).__name__}: {first_line(exc)}; fix the entry with "
             "logitlens.register_architecture or pass arch=logitlens.Architecture(...)"
         ) from exc
     ref = model_logits.float().to(ours.device)

@@ -113,7 +113,7 @@ def attribute(
         )
     ids = _prompt_ids(lens, prompt)
     pos = _position(position, len(ids))
-    namer = TokenNamer(lens.tokenizer)
+    namer = lens._namer
     t_id, t_name = _token(lens, namer, target, "target")
     b_id, b_name = (None, "mean") if _is_mean(baseline) else _token(lens, namer, baseline, "baseline")
     if b_id == t_id:
@@ -306,12 +306,9 @@ def _capture(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One forward pass: the residual rows at ``pos`` ((R, d): "embed", ["i.attn",] "i" ...) and, for
     parallel blocks, each attention module's output at ``pos`` ((L, d) fp32)."""
-    from .architectures import execution_device
-
     decoder = lens.decoder
     model = lens.model
-    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    dev = execution_device(emb if isinstance(emb, nn.Module) else model)
+    dev = lens.input_device
     rows = default_rows(decoder.n_layers, include_subblocks=plan == "split")
     input_ids = torch.tensor([ids], dtype=torch.long, device=dev)
     mask = torch.ones_like(input_ids)

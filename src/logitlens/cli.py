@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .cli_attribute import add_attribute_parser, cmd_attribute
 from .cli_corpus import add_eval_parser, add_stream_args, check_stream_args, cmd_eval, run_streamed
+from .cli_train import add_train_parser, cmd_train
 from .errors import LogitLensError
 
 __all__ = ["EXIT_BAD_INPUT", "build_parser", "main"]
@@ -220,8 +221,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_lens_args(cmp, per_model=True)
     add_eval_parser(sub)
     add_attribute_parser(sub)
-    from .cli_train import add_train_parser  # train-lens (imports nothing heavy)
-
     add_train_parser(sub)
     return parser
 
@@ -353,6 +352,7 @@ def _check_common(args) -> None:
 
 
 def _load(model: str, args, tuned_lens=None):
+    max_memory = _max_memory(getattr(args, "max_memory", None))  # a bad value fails before any loading
     if model != "default":  # before torch is imported: a bad name answers in a second
         from .sources import check_source
 
@@ -378,7 +378,7 @@ def _load(model: str, args, tuned_lens=None):
         tuned_lens=tuned_lens,  # a folder or a TunedLens; None: the logit lens
         check_hash=not getattr(args, "no_lens_check", False),
         device_map=getattr(args, "device_map", None),
-        max_memory=_max_memory(getattr(args, "max_memory", None)),
+        max_memory=max_memory,
         offload_folder=getattr(args, "offload_folder", None),
         quantization=getattr(args, "quantize", None),
     )
@@ -705,11 +705,8 @@ def main(argv: list[str] | None = None) -> int:
                 "compare": _cmd_compare,
                 "eval": cmd_eval,
                 "attribute": cmd_attribute,
+                "train-lens": cmd_train,
             }
-            if args.command == "train-lens":
-                from .cli_train import cmd_train
-
-                return cmd_train(args)
             return commands[args.command](args)
     except LogitLensError as exc:
         print(f"logitlens: error: {exc}", file=sys.stderr)

@@ -22,6 +22,7 @@ from typing import Any
 
 from .data import SPLITS, Corpus
 from .errors import LogitLensError
+from .files import check_stream_output
 
 __all__ = ["add_eval_parser", "add_stream_args", "check_stream_args", "cmd_eval", "run_streamed"]
 
@@ -317,14 +318,12 @@ def add_stream_args(run_parser: argparse.ArgumentParser) -> None:
 
 def check_stream_args(args) -> None:
     """Refuse (one line) what ``--out`` cannot do, before any model is loaded."""
-    from .stream import check_output
-
     out = getattr(args, "out", None)
     if out is None:
         if getattr(args, "resume", False):
             raise LogitLensError("--resume continues a streamed run: give --out FILE too")
         return
-    check_output(out)
+    check_stream_output(out)
     held = [f"--{name}" for name in ("json", "html", "png") if getattr(args, name, None)]
     if held:
         raise LogitLensError(

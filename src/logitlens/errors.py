@@ -3,3 +3,9 @@
 
 class LogitLensError(ValueError):
     """Raised with a one-line message that says what was wrong and how to fix it."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its class name if it has none), for one-line errors."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

@@ -56,3 +56,20 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+STREAM_SUFFIXES = (".parquet", ".jsonl")  # the files a streamed run writes (logitlens.stream)
+
+
+def check_stream_output(path: str | Path) -> Path:
+    """A streamed run's output path, refused (one line) unless it ends in .parquet/.jsonl and its folder
+    exists. Here, not in ``stream`` (which imports torch), so that the CLI checks it before any import."""
+    path = Path(path)
+    if path.suffix.lower() not in STREAM_SUFFIXES:
+        raise LogitLensError(f"cannot stream to {path}: the file name must end in .parquet or .jsonl")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise LogitLensError(f"cannot write {path}: the folder '{folder}' does not exist; create it first")
+    if path.is_dir():
+        raise LogitLensError(f"cannot write {path}: it is a folder; give a file name")
+    return path

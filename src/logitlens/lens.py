@@ -20,7 +20,7 @@ from torch import nn
 from .architectures import Architecture, Decoder, architecture_for, check_decoder, execution_device
 from .backends import Backend, HookBackend
 from .backends.nnsight import NNsightBackend, wrap_model
-from .errors import LogitLensError
+from .errors import LogitLensError, first_line
 from .lenses import FunctionLens, IdentityLens, Lens
 from .reduce import DEFAULT_BUDGET_BYTES, answer_logprobs, decode_logits, decode_stats
 from .result import LensResult
@@ -205,7 +205,7 @@ class LogitLens:
         except (OSError, ValueError) as exc:
             where = "local directory" if Path(path).is_dir() else "model id"
             raise LogitLensError(
-                f"cannot load model '{name}' ({where}): {_first_line(exc)}; pass a local folder with "
+                f"cannot load model '{name}' ({where}): {first_line(exc)}; pass a local folder with "
                 "config.json and weights, or a Hugging Face id you can download"
             ) from exc
         if device not in (None, "auto"):
@@ -213,7 +213,7 @@ class LogitLens:
                 model = model.to(device)  # type: ignore[arg-type]
             except (RuntimeError, AssertionError) as exc:
                 raise LogitLensError(
-                    f"cannot move the model to device '{device}': {_first_line(exc)}"
+                    f"cannot move the model to device '{device}': {first_line(exc)}"
                 ) from exc
         return cls(model, tokenizer, name=label, **kwargs)
 
@@ -247,7 +247,7 @@ class LogitLens:
                 path, task="text-generation", tokenizer=tokenizer, dispatch=load_weights, **nn_kwargs
             )
         except (OSError, ValueError, RuntimeError) as exc:
-            raise LogitLensError(f"cannot load model '{name}' with nnsight: {_first_line(exc)}") from exc
+            raise LogitLensError(f"cannot load model '{name}' with nnsight: {first_line(exc)}") from exc
         if load_weights and device not in (None, "auto"):
             nn_model.to(device)
         return cls(nn_model, name=label, **kwargs)
@@ -847,11 +847,6 @@ def _parse_dtype(dtype) -> torch.dtype | str:
     if dtype not in DTYPES:
         raise LogitLensError(f"unknown dtype '{dtype}'; choose one of: float32, bfloat16, float16, auto")
     return DTYPES[dtype]
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def _unpad(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> list[list[int]]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import LogitLensError
+from .errors import LogitLensError, first_line
 
 __all__ = ["HUB_TIMEOUT_S", "check_source"]
 
@@ -90,7 +90,7 @@ def _check_hub(name: str, revision: str | None) -> None:
             "check the name, or give a local folder"
         ) from None
     except Exception as exc:  # network errors come from several libraries (httpx, requests, ssl, os)
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise LogitLensError(
             f"cannot reach the Hugging Face hub to fetch model '{name}' ({reason[:120]}); check the network "
             "or proxy, or give a local folder"

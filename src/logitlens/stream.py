@@ -58,6 +58,8 @@ import torch
 
 from .errors import LogitLensError
 from .evaluation import RowAggregate, progress_bar
+from .files import STREAM_SUFFIXES as SUFFIXES
+from .files import check_stream_output as check_output
 from .lenses import Lens
 from .rows import Row
 
@@ -69,7 +71,6 @@ __all__ = ["FORMAT", "SUFFIXES", "aggregate_table", "fingerprint", "parts_dir", 
 
 FORMAT = "logitlens.stream"
 VERSION = 1
-SUFFIXES = (".parquet", ".jsonl")
 RUN_FILE = "run.json"
 STREAM_KEY = b"logitlens_stream"  # Parquet schema metadata: the run's fingerprint
 HEADER_KEY = b"logitlens"  # Parquet schema metadata: the result header (as LensResult.to_arrow)
@@ -164,19 +165,6 @@ def _check_same(old: dict[str, Any], new: dict[str, Any], path: Path) -> None:
 
 
 # ---- stream -------------------------------------------------------------------------------------------
-def check_output(path: str | Path) -> Path:
-    """The output path, refused (one line) unless it ends in .parquet/.jsonl and its folder exists."""
-    path = Path(path)
-    if path.suffix.lower() not in SUFFIXES:
-        raise LogitLensError(f"cannot stream to {path}: the file name must end in .parquet or .jsonl")
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise LogitLensError(f"cannot write {path}: the folder '{folder}' does not exist; create it first")
-    if path.is_dir():
-        raise LogitLensError(f"cannot write {path}: it is a folder; give a file name")
-    return path
-
-
 def stream(
     lens, prompts, path: str | Path, /, *, resume: bool = False, progress: bool = True, **run_kwargs: Any
 ) -> pd.DataFrame:

@@ -67,7 +67,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .data import Corpus
-from .errors import LogitLensError
+from .errors import LogitLensError, first_line
 
 if TYPE_CHECKING:  # torch is imported where it is used: `logitlens --help` reads the defaults below
     import torch
@@ -324,8 +324,9 @@ def row_kl(
             h, final = h[keep.to(h.device)], final[keep.to(final.device)]
         with torch.no_grad():
             x = _translate(tuned, h)  # (n, L, d)
-            for s in range(0, x.shape[0], chunk):
-                kl, _ = _row_kl(lens.decoder, x[s : s + chunk], final[s : s + chunk], autocast)
+            kls = [_row_kl(lens.decoder, x[s : s + chunk], final[s : s + chunk], autocast)[0]
+                   for s in range(0, x.shape[0], chunk)]  # fmt: skip
+            for kl in kls:  # to the host after the loop: one wait for the device, not one per chunk
                 total += kl.double().sum(0).cpu()
         count += h.shape[0]
     return total / max(1, count)
@@ -508,6 +509,7 @@ def train_tuned_lens(
                     h, final = _capture(lens, batch, autocast)  # (n, L, d), (n, V)
                     x = _translate(tuned, h)  # (n, L, d), one product for all tokens and rows
                     flat, grad_x = x.detach(), torch.zeros_like(x)
+                    kls = []
                     for s in range(0, x.shape[0], chunk):  # decode chunk by chunk, gradients up to x
                         xc = flat[s : s + chunk].requires_grad_()
                         # the loss: the sum over rows of each row's mean KL over the step's tokens
@@ -516,6 +518,8 @@ def train_tuned_lens(
                         )
                         assert grad is not None
                         grad_x[s : s + chunk] = grad
+                        kls.append(kl.detach())
+                    for kl in kls:  # to the host after the loop: one wait for the device, not one per chunk
                         per_row += kl.double().sum(0).cpu()
                     x.backward(grad_x, inputs=params)  # then through the translators, once
                     del h, final, x, flat, grad_x
@@ -611,9 +615,8 @@ def _load_checkpoint(out: Path, settings, tuned, opt, sched) -> tuple[int, list[
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # a damaged or foreign file
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise LogitLensError(
-            f"cannot read the checkpoint {file} ({first}); start over with --overwrite"
+            f"cannot read the checkpoint {file} ({first_line(exc)}); start over with --overwrite"
         ) from None
     if not isinstance(state, dict) or state.get("format") != _FORMAT:
         raise LogitLensError(f"{file} is not a logitlens training checkpoint; start over with --overwrite")

@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .errors import LogitLensError
+from .errors import LogitLensError, first_line
 from .lenses import Lens
 from .rows import Row
 
@@ -53,6 +53,18 @@ def unembed_hash(weight: torch.Tensor) -> str | None:
 
     array = weight.detach().float().cpu().numpy()
     return hashlib.sha256(str.encode(np.array_str(array, precision=1))).hexdigest()
+
+
+def _lens_unembed_hash(lens: Any) -> str | None:
+    """``unembed_hash`` of a LogitLens's unembedding, computed once per weight (it copies the whole matrix
+    to the CPU): kept on the lens's decoder, keyed by the weight's storage and version."""
+    weight = lens.decoder.weight
+    key = (weight.data_ptr(), weight._version)
+    cached = getattr(lens.decoder, "_unembed_hash", None)
+    if cached is None or cached[0] != key:
+        cached = (key, unembed_hash(weight))
+        setattr(lens.decoder, "_unembed_hash", cached)  # noqa: B010  (Decoder declares no such field)
+    return cached[1]
 
 
 def translator_index(row: Row) -> int | None:
@@ -98,7 +110,7 @@ class TunedLens(Lens, nn.Module):
             bias=bias,
             base_model_name_or_path=str(lens.name),
             base_model_revision=getattr(model.config, "_commit_hash", None),
-            unembed_hash=unembed_hash(lens.decoder.weight),
+            unembed_hash=_lens_unembed_hash(lens),
         )
 
     # ---- decoding -------------------------------------------------------------------------------------
@@ -172,7 +184,7 @@ class TunedLens(Lens, nn.Module):
                     f"{lens.name} has {what} = {theirs}; train one for it with `logitlens train-lens`"
                 )
         want = self.meta.get("unembed_hash")
-        have = unembed_hash(lens.decoder.weight) if check_hash and want else None
+        have = _lens_unembed_hash(lens) if check_hash and want else None
         if have is not None and have != want:
             raise LogitLensError(
                 f"this tuned lens was trained for {trained_for}, whose unembedding differs from "
@@ -279,7 +291,7 @@ class TunedLens(Lens, nn.Module):
             try:
                 state = load_file(str(path / OURS))
             except Exception as exc:  # safetensors raises its own error types
-                raise LogitLensError(f"cannot read {path / OURS}: {_first_line(exc)}") from None
+                raise LogitLensError(f"cannot read {path / OURS}: {first_line(exc)}") from None
         elif (path / PACKAGE).is_file():
             state = _read_package_state(path / PACKAGE, config)
         else:
@@ -318,7 +330,7 @@ def _read_package_state(file: Path, config: dict[str, Any]) -> dict[str, torch.T
         ) from None
     except Exception as exc:  # a damaged or truncated file
         raise LogitLensError(
-            f"cannot read {file} as tensors: {type(exc).__name__}: {_first_line(exc)}"
+            f"cannot read {file} as tensors: {type(exc).__name__}: {first_line(exc)}"
         ) from None
     if not isinstance(raw, dict):
         raise LogitLensError(f"{file} holds a {type(raw).__name__}, not a state dict of translators")
@@ -347,8 +359,3 @@ def _read_package_state(file: Path, config: dict[str, Any]) -> dict[str, torch.T
             "(d_model, d_model) with a (d_model,) bias"
         ) from None
     return out
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__

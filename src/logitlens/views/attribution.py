@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import LogitLensError
 from ..files import write_atomic
 from ..tokens import visible
+from .png import _fonts, _save
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -272,13 +273,6 @@ def write_attribution_html(df: pd.DataFrame, path: str | Path, title: str = "log
 
 
 # ---- matplotlib -----------------------------------------------------------------------------------------
-def _fonts() -> list[str]:
-    from matplotlib import font_manager
-
-    have = {f.name for f in font_manager.fontManager.ttflist}
-    return [f for f in FONTS if f in have] or ["sans-serif"]
-
-
 def png_figure(df: pd.DataFrame, *, dpi: int = 100):
     """The matplotlib Figure of ``write_attribution_png`` (Agg canvas, not attached to pyplot)."""
     import numpy as np
@@ -287,7 +281,7 @@ def png_figure(df: pd.DataFrame, *, dpi: int = 100):
 
     m = attribution_model(df)
     n = len(m.names)
-    fonts = _fonts()
+    fonts = _fonts(FONTS)
     width = 10.0
     wrap = int((width - 0.6) * 12)
     # the grey lines, wrapped; "up most" in the raising colour, "down most" in the lowering one (a legend)
@@ -380,13 +374,7 @@ def write_attribution_png(df: pd.DataFrame, path: str | Path, *, dpi: int = 100)
     fmt = formats.get(Path(path).suffix.lower())
     if fmt is None:
         raise LogitLensError(f"cannot write an image to {path}: the file name must end in .png, .svg or .pdf")
-    fig = png_figure(df, dpi=dpi)
-
-    def save(tmp: Path) -> None:
-        with tmp.open("wb") as f:
-            fig.savefig(f, format=fmt, dpi=dpi, facecolor="white")
-
-    return write_atomic(path, save, f"the {fmt.upper()} image")
+    return _save(png_figure(df, dpi=dpi), path, dpi)
 
 
 # ---- rich -----------------------------------------------------------------------------------------------

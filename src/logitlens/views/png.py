@@ -53,11 +53,12 @@ CHARS_PER_INCH = 12  # characters of 9 pt DejaVu Sans per inch, with room to spa
 MAX_TARGET_LINES = 3  # at most this many target lines under the title
 
 
-def _fonts() -> list[str]:
+def _fonts(candidates: list[str] = FONTS) -> list[str]:
+    """The ``candidates`` that matplotlib has, in order; its default sans-serif if none."""
     from matplotlib import font_manager
 
     have = {f.name for f in font_manager.fontManager.ttflist}
-    return [f for f in FONTS if f in have] or ["sans-serif"]
+    return [f for f in candidates if f in have] or ["sans-serif"]
 
 
 def subtitle(m: HeatmapModel) -> str:

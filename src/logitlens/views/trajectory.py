@@ -15,15 +15,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import LogitLensError
-from ..files import write_atomic
 from ..result import LensResult
 from .model import Panel, TrajectoryModel, clip, prompt_label, trajectory_model
-from .png import FONTS, IMAGE_FORMATS
+from .plotly import COLORS
+from .png import _fonts, _format, _save
 
 __all__ = ["trajectory_figure", "write_trajectory_png"]
 
-COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#7f7f7f"]
 ROW_W = 0.24  # inches per row on the x axis
 PANEL_H = 2.9  # inches per panel
 FONT_SIZE = 9  # points
@@ -82,22 +80,11 @@ def write_trajectory_png(
     indices (default all); position: a decoded column (default the last) or "mean" (statistics without
     targets).
     """
-    fmt = IMAGE_FORMATS.get(Path(path).suffix.lower())
-    if fmt is None:  # before drawing: a bad suffix fails at once
-        raise LogitLensError(
-            f"cannot write an image to {path}: the file name must end in "
-            f"{', '.join(sorted(IMAGE_FORMATS))} (the suffix picks the format)"
-        )
+    _format(path)  # before drawing: a bad suffix fails at once
     fig = trajectory_figure(
         result, targets, prompts, stat, position=position, title=title, log_probs=log_probs, dpi=dpi
     )
-    metadata = {"png": {"Software": "logitlens"}, "pdf": {"Creator": "logitlens"}}.get(fmt)
-
-    def save(tmp: Path) -> None:
-        with tmp.open("wb") as f:
-            fig.savefig(f, format=fmt, dpi=dpi, facecolor="white", metadata=metadata)
-
-    return write_atomic(path, save, f"the {fmt.upper()} image")
+    return _save(fig, path, dpi)
 
 
 def _draw_panel(ax, panel: Panel, log_probs: bool, fonts: list[str]) -> None:
@@ -150,10 +137,3 @@ def _title(result: LensResult, m: TrajectoryModel, prompts: Sequence[int] | None
     if len(shown) == 1:
         head += "\n" + clip(prompt_label(result, shown[0], None), 110)
     return head
-
-
-def _fonts() -> list[str]:
-    from matplotlib import font_manager
-
-    have = {f.name for f in font_manager.fontManager.ttflist}
-    return [f for f in FONTS if f in have] or ["sans-serif"]
