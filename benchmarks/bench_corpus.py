@@ -44,7 +44,7 @@ def load():
 
 
 def eval_ids(lens, sequences: int, seq_len: int):
-    from logitlens.data import Corpus
+    from logitlens.tasks.data import Corpus
 
     return Corpus.read("sample").split("all").sequences(lens.tokenizer, seq_len, max_sequences=sequences)
 
@@ -55,7 +55,7 @@ def floor(lens, ids, batch_size: int, parts: dict[str, float] | None = None) -> 
     parts: seconds spent in the forward passes and in the products are added to it."""
     import torch
 
-    from logitlens.reduce import chunk_size
+    from logitlens.engine.reduce import chunk_size
 
     model = lens.model
     stack = model.get_decoder() if hasattr(model, "get_decoder") else model
@@ -98,8 +98,8 @@ def _timing(module, name: str, parts: dict[str, float], key: str):
 
 def child_stream(n: int) -> None:
     """Stream ``n`` prompts to a temporary Parquet file; report this process's numbers."""
-    from logitlens.data import Corpus
-    from logitlens.stream import stream
+    from logitlens.tasks.data import Corpus
+    from logitlens.tasks.stream import stream
 
     lens = load()
     ids = Corpus.read("sample").split("all").sequences(lens.tokenizer, WINDOW + 1, max_sequences=n)
@@ -143,7 +143,7 @@ def main() -> int:
 
     import torch
 
-    from logitlens.evaluation import evaluate
+    from logitlens.tasks.evaluation import evaluate
 
     print(f"bench_corpus: {common.machine()} | {common.versions()} | torch threads {torch.get_num_threads()}")
     lens = load()
@@ -156,8 +156,8 @@ def main() -> int:
     import importlib
 
     # the modules (``logitlens.evaluate`` the attribute may be the function of the same name)
-    lens_module = importlib.import_module("logitlens.lens")
-    evaluate_module = importlib.import_module("logitlens.evaluation")
+    lens_module = importlib.import_module("logitlens.engine.lens")
+    evaluate_module = importlib.import_module("logitlens.tasks.evaluation")
 
     split: dict[str, dict[str, float]] = {"logitlens eval": {}, "floor": {}}
 

@@ -84,14 +84,14 @@ def child_breakdown(tokens: int) -> None:
     """The same steps as LogitLens.iter_run, one at a time, each phase's resident peak sampled."""
     import torch
 
-    from logitlens.reduce import decode_stats
+    from logitlens.engine.reduce import decode_stats
 
     lens, ids = load(tokens)
     rows = lens.rows()
     seq = ids[0].tolist()
     with Sampler() as s:
         s.mark("load")
-        captured = lens._capture([0], [seq], [list(range(tokens))], rows)  # (1, R, T, d)
+        captured = lens.capture([seq], [list(range(tokens))], rows)  # (1, R, T, d)
         s.mark("forward + capture")
         flat = captured[0].transpose(0, 1).contiguous()  # (M, R, d)
         del captured

@@ -85,7 +85,7 @@ def model_path() -> str:
     """The cached default model (a plain Hugging Face folder); converted by the project venv if needed."""
     if os.environ.get("LOGITLENS_BENCH_MODEL"):
         return os.environ["LOGITLENS_BENCH_MODEL"]
-    from logitlens.default_model import model_dir
+    from logitlens.model.default_model import model_dir
 
     return str(model_dir())
 

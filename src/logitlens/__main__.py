@@ -2,7 +2,7 @@
 
 import sys
 
-from ._entry import main
+from logitlens._entry import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -15,7 +15,7 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 def main() -> int:
     try:
-        from .cli import main as cli_main
+        from logitlens.cli import main as cli_main
 
         return cli_main()
     except KeyboardInterrupt:

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import LogitLensError
-from ..files import write_atomic
-from ..tokens import visible
-from .png import _fonts, _save
+from logitlens.core.files import write_atomic
+from logitlens.core.tokens import visible
+from logitlens.errors import LogitLensError
+from logitlens.views.png import _fonts, _save
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -246,7 +246,7 @@ def figure(df: pd.DataFrame) -> go.Figure:
 def attribution_html(df: pd.DataFrame, title: str = "logitlens attribution") -> str:
     """One self-contained HTML page (plotly.js inline, nothing loaded from the network): the figure, the
     summary and the table of components."""
-    from .report import figure_div, page, scrub_text
+    from logitlens.views.report import figure_div, page, scrub_text
 
     m = attribution_model(df)
     rows = "".join(

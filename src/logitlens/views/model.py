@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import LogitLensError
-from ..result import LensResult, first_stable, largest_drop
-from ..stats import Statistic, drawable, drawable_names, get_statistic
-from ..tokens import visible
+from logitlens.core.stats import Statistic, drawable, drawable_names, get_statistic
+from logitlens.core.tokens import visible
+from logitlens.engine.result import LensResult, first_stable, largest_drop
+from logitlens.errors import LogitLensError
 
 __all__ = [
     "CELL_CHARS",

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..result import LensResult
-from .model import (
+from logitlens.engine.result import LensResult
+from logitlens.views.model import (
     CELL_CHARS,
     ROW_AXIS,
     Cell,

@@ -17,10 +17,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..errors import LogitLensError
-from ..files import write_atomic
-from ..result import LensResult
-from .model import CELL_CHARS, LABEL_CHARS, ROW_AXIS, HeatmapModel, clip, heatmap_model
+from logitlens.core.files import write_atomic
+from logitlens.engine.result import LensResult
+from logitlens.errors import LogitLensError
+from logitlens.views.model import CELL_CHARS, LABEL_CHARS, ROW_AXIS, HeatmapModel, clip, heatmap_model
 
 __all__ = [
     "CELL_H",

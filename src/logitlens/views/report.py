@@ -21,12 +21,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import LogitLensError
-from ..files import write_atomic
-from ..result import LensResult
-from ..tokens import visible
-from .model import check_prompt, distinct_names, prompt_label, prompt_summary
-from .plotly import FONT, compare_figure, heatmap, trajectory
+from logitlens.core.files import write_atomic
+from logitlens.core.tokens import visible
+from logitlens.engine.result import LensResult
+from logitlens.errors import LogitLensError
+from logitlens.views.model import check_prompt, distinct_names, prompt_label, prompt_summary
+from logitlens.views.plotly import FONT, compare_figure, heatmap, trajectory
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -100,7 +100,7 @@ def figure_div(fig: go.Figure, div_id: str | None = None) -> str:
 
 def page(title: str, body: str) -> str:
     """A complete offline page: CSP, style, plotly.js inline, then ``body``."""
-    from .. import __version__
+    from logitlens.core.version import __version__
 
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'

@@ -11,10 +11,18 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from ..errors import LogitLensError
-from ..result import LensResult
-from ..tokens import visible
-from .model import ROW_AXIS, check_prompt, clip, heatmap_model, hover_records, prompt_summary, row_labels
+from logitlens.core.tokens import visible
+from logitlens.engine.result import LensResult
+from logitlens.errors import LogitLensError
+from logitlens.views.model import (
+    ROW_AXIS,
+    check_prompt,
+    clip,
+    heatmap_model,
+    hover_records,
+    prompt_summary,
+    row_labels,
+)
 
 __all__ = [
     "cell_style",

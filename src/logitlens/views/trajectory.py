@@ -15,10 +15,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..result import LensResult
-from .model import Panel, TrajectoryModel, clip, prompt_label, trajectory_model
-from .plotly import COLORS
-from .png import _fonts, _format, _save
+from logitlens.engine.result import LensResult
+from logitlens.views.model import Panel, TrajectoryModel, clip, prompt_label, trajectory_model
+from logitlens.views.plotly import COLORS
+from logitlens.views.png import _fonts, _format, _save
 
 __all__ = ["trajectory_figure", "write_trajectory_png"]
 

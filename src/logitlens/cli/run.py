@@ -1,0 +1,245 @@
+"""``logitlens run``: the lens on prompts, shown in the terminal, written as JSON/Parquet, HTML or PNG, or
+streamed batch by batch to a resumable Parquet/JSONL file (``--out``).
+
+    logitlens run "The Eiffel Tower is in the city of" --target " Paris"
+    logitlens run --prompts-file facts.txt --positions=-1 --target " Paris" --out facts.parquet [--resume]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from logitlens.cli.common import (
+    EXIT_INTERRUPTED,
+    add_lens_args,
+    add_model_args,
+    add_prompt_args,
+    check_common,
+    check_outputs,
+    load,
+    make_concepts,
+    parse_concepts,
+    parse_targets,
+    read_inputs,
+)
+from logitlens.errors import LogitLensError
+
+__all__ = ["PROGRESS_AFTER_S", "add_parser", "add_stream_args", "check_stream_args", "run", "run_streamed"]
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Add ``run`` to the ``logitlens`` sub-commands; returns its parser."""
+    p = subparsers.add_parser("run", help="run the lens on prompts and show the result")
+    p.add_argument("prompts", nargs="*", metavar="PROMPT", help="prompt text (several allowed)")
+    p.add_argument("--model", default="default", help="'default' (SmolLM2-135M), a HF id or a local path")
+    p.add_argument(
+        "--prompts-file",
+        help="one prompt per line, or 'prompt<TAB>answer' lines, or JSON Lines "
+        '({"prompt": ..., "answer": ...}); \'-\' reads standard input',
+    )
+    p.add_argument(
+        "--answer",
+        help="the answer to PROMPT (e.g. ' Paris'): every token of it is scored, teacher-forced",
+    )
+    p.add_argument(
+        "--concept",
+        action="append",
+        default=[],
+        metavar="[NAME=]WORDS",
+        help="track a concept: comma-separated words such as 'Paris,Parigi' or 'en=mountain'; the summed "
+        "mass of the first token of each word's variants (leading space, capital); repeat for several",
+    )
+    p.add_argument("--json", type=Path, help="save the result as JSON (logitlens.LensResult.load reads it)")
+    p.add_argument("--quiet", action="store_true", help="do not print the tables")
+    p.add_argument(
+        "--remote",
+        nargs="?",
+        const=True,
+        default=False,
+        choices=["local"],
+        metavar="local",
+        help="run the whole lens on NDIF through nnsight (API key: NDIF_API_KEY or `nnsight login`); "
+        "'--remote local' simulates the request here. Only the statistics come back; no weights load here",
+    )
+    add_prompt_args(p)
+    add_model_args(p)
+    add_lens_args(p)
+    add_stream_args(p)  # --out F.parquet|.jsonl, --resume, --no-progress
+    return p
+
+
+def run(args) -> int:
+    """``logitlens run``: check everything that needs no model, load it, run, show and write."""
+    check_outputs(args)
+    prompts, answers = read_inputs(args)
+    targets = parse_targets(args.target)
+    concept_specs = parse_concepts(args.concept)
+    check_common(args)
+    check_stream_args(args)
+    if args.remote and args.tuned_lens:
+        raise LogitLensError("--tuned-lens decodes here: leave out --remote (remote runs use the logit lens)")
+    if args.remote is True:  # before loading anything: a missing key or server fails at once
+        from logitlens.model.ndif import require_ndif
+
+        require_ndif()
+    lens = load(args.model, args, args.tuned_lens)
+    vocab = lens.decoder.vocab_size
+    if args.top_k > vocab:
+        raise LogitLensError(f"--top-k must be at most the vocabulary size {vocab}, got {args.top_k}")
+    if concept_specs:
+        concepts = make_concepts(lens, concept_specs)
+        targets += concepts
+        args.target = [*args.target, *concepts]  # a streamed run (--out) takes its targets from here
+    if args.out:
+        return run_streamed(lens, prompts, args)
+    res = _run_with_progress(
+        lens,
+        prompts,
+        top_k=args.top_k,
+        targets=targets,
+        positions=args.positions,
+        truncate=args.truncate,
+        batch_size=args.batch_size,
+        remote=args.remote,
+        answers=answers,
+        chat=args.chat,
+        prepend_bos=args.bos,
+    )
+    if not args.quiet:
+        from logitlens.views.terminal import print_result
+
+        print_result(res, window=args.window, window_start=args.window_start)
+    _write_outputs(res, args)
+    return 0
+
+
+PROGRESS_AFTER_S = 2.0  # a run that takes longer shows a progress bar on stderr (a terminal only)
+
+
+def _run_with_progress(lens, prompts, /, **kwargs):
+    """``lens.run`` with a rich progress bar on stderr (prompts done, tokens/s, time left) once the run has
+    taken ``PROGRESS_AFTER_S``; plain ``lens.run`` when stderr is not a terminal."""
+    import inspect
+    import time
+
+    accepted = inspect.signature(lens.iter_run).parameters
+    if not sys.stderr.isatty() or any(k not in accepted for k in kwargs):
+        return lens.run(prompts, **kwargs)
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from logitlens.engine.result import LensResult
+
+    start, tokens, parts = time.perf_counter(), 0, []
+    bar = Progress(
+        TextColumn("prompts"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+        console=Console(file=sys.stderr),
+        transient=True,
+    )
+    task = bar.add_task("run", total=len(prompts), rate="")
+    try:
+        for part in lens.iter_run(prompts, **kwargs):
+            parts.append(part)
+            tokens += sum(len(ids) for ids in part.input_ids)
+            elapsed = time.perf_counter() - start
+            bar.update(task, advance=part.n_prompts, rate=f"{tokens / max(elapsed, 1e-9):,.0f} tokens/s")
+            if elapsed > PROGRESS_AFTER_S and not bar.live.is_started:
+                bar.start()
+    finally:
+        bar.stop()
+    res = parts[0] if len(parts) == 1 else LensResult.concat(parts)
+    order = sorted(range(res.n_prompts), key=res.prompt_index.__getitem__)
+    return res if order == list(range(res.n_prompts)) else res.select(order)
+
+
+def _write_outputs(res, args) -> None:
+    """Write each asked-for file, whole or not at all, saying "wrote X" as each one is written."""
+    if getattr(args, "json", None):
+        print(f"wrote {res.save(args.json)}", file=sys.stderr)
+    if args.html:
+        from logitlens.views.report import write_html
+
+        print(f"wrote {write_html(res, args.html)}", file=sys.stderr)
+    if args.png:
+        from logitlens.views.png import write_png
+
+        print(f"wrote {write_png(res, args.png)}", file=sys.stderr)
+
+
+# ---- run --out ----------------------------------------------------------------------------------------
+def add_stream_args(run_parser: argparse.ArgumentParser) -> None:
+    """Add ``--out``, ``--resume`` and ``--no-progress`` to ``logitlens run``."""
+    run_parser.add_argument(
+        "--out",
+        type=Path,
+        help="stream the results to a .parquet or .jsonl file, batch by batch (memory stays flat)",
+    )
+    run_parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted --out run after its last complete batch (same prompts and options)",
+    )
+    run_parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def check_stream_args(args) -> None:
+    """Refuse (one line) what ``--out`` cannot do, before any model is loaded."""
+    out = getattr(args, "out", None)
+    if out is None:
+        if getattr(args, "resume", False):
+            raise LogitLensError("--resume continues a streamed run: give --out FILE too")
+        return
+    from logitlens.core.files import check_stream_output
+
+    check_stream_output(out)
+    held = [f"--{name}" for name in ("json", "html", "png") if getattr(args, name, None)]
+    if held:
+        raise LogitLensError(
+            f"--out streams the results to a file; {', '.join(held)} need the whole run in memory: drop them, "
+            "or drop --out"
+        )
+
+
+def run_streamed(lens, prompts, args) -> int:
+    """``logitlens run ... --out F``: stream the run to F and print the per-row aggregate table."""
+    from logitlens.tasks.stream import parts_dir, stream
+
+    check_stream_args(args)
+    try:
+        df = stream(
+            lens,
+            prompts,
+            args.out,
+            resume=args.resume,
+            progress=not getattr(args, "no_progress", False),
+            top_k=args.top_k,
+            targets=parse_targets(args.target),
+            positions=args.positions,
+            truncate=args.truncate,
+            batch_size=args.batch_size,
+        )
+    except KeyboardInterrupt:
+        print(
+            f"logitlens: interrupted; the finished batches are in {parts_dir(args.out)}: run the same command "
+            "with --resume to continue",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    if not getattr(args, "quiet", False):
+        from rich.console import Console
+
+        from logitlens.views.tables import aggregate_table
+
+        Console().print(aggregate_table(df, lens.name))
+    done = f", {df.attrs['resumed']} of them from before" if df.attrs.get("resumed") else ""
+    print(
+        f"wrote {args.out} ({df.attrs.get('lines', 0):,} lines, {df.attrs.get('prompts')} prompts{done})",
+        file=sys.stderr,
+    )
+    return 0

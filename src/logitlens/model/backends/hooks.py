@@ -1,0 +1,168 @@
+"""The forward-hook backend: run the model and read the residual stream at the rows a spec asks for.
+
+Hooks read the residual stream straight off the blocks (never Hugging Face's ``hidden_states`` list, whose
+last entry is already normalised): "embed" is block 0's input, "resid" a block's output, "attn" the first
+input of the block's module that sits between attention and MLP (``Architecture.mid``). Only the requested
+positions are kept, rows meet on one device (the unembedding's) before they are stacked, and the forward
+pass stops after the last block needed: the model's own final norm and unembedding over all positions are
+never computed.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from logitlens.core.kernels import block_hidden
+from logitlens.core.rows import Row
+
+if TYPE_CHECKING:
+    from logitlens.model.architectures import Decoder
+
+__all__ = ["HookBackend", "capture_rows", "probe_forward"]
+
+
+class _StopForward(Exception):
+    """Raised by the last needed hook: everything after it is decoded by the lens instead."""
+
+
+def _first_input(args, kwargs) -> torch.Tensor:
+    return args[0] if args else kwargs["hidden_states"]
+
+
+def _accepts(model: nn.Module, name: str) -> bool:
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def _forward_kwargs(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> dict:
+    kwargs: dict[str, Any] = {"input_ids": input_ids}
+    if attention_mask is not None:
+        kwargs["attention_mask"] = attention_mask
+    if _accepts(model, "use_cache"):
+        kwargs["use_cache"] = False
+    return kwargs
+
+
+def capture_rows(
+    model: nn.Module,
+    decoder: Decoder,
+    rows: Sequence[Row],
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    gather: torch.Tensor,
+    *,
+    out_device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Run ``model`` on a right-padded batch and return the residual stream of ``rows`` at chosen positions.
+
+    input_ids, attention_mask: (B, T); gather: (B, P) positions to keep (any valid index for padding).
+    Returns (B, R, P, d) on ``out_device`` (default: where the first row was captured).
+    """
+    collected: list[torch.Tensor | None] = [None] * len(rows)
+    last_block = max((r.layer for r in rows if r.site != "embed"), default=-1)
+    remaining = {"n": len(rows)}
+
+    def keep(index: int, h: torch.Tensor) -> None:
+        g = gather.to(h.device)
+        picked = h[torch.arange(h.shape[0], device=h.device).unsqueeze(1), g]  # (B, P, d)
+        collected[index] = picked.to(out_device) if out_device is not None else picked
+        remaining["n"] -= 1
+
+    def pre(indices: list[int]):
+        def hook(module, args, kwargs):
+            for i in indices:
+                keep(i, _first_input(args, kwargs))
+
+        return hook
+
+    def post(indices: list[int], stop: bool):
+        def hook(module, args, output):
+            for i in indices:
+                keep(i, block_hidden(output))
+            if stop and remaining["n"] == 0:
+                raise _StopForward
+
+        return hook
+
+    by_module: dict[tuple[str, int], list[int]] = {}
+    for i, row in enumerate(rows):
+        by_module.setdefault((row.site, row.layer), []).append(i)
+    handles = []
+    try:
+        for (site, layer), indices in by_module.items():
+            if site == "embed":
+                handles.append(decoder.layers[0].register_forward_pre_hook(pre(indices), with_kwargs=True))
+            elif site == "attn":
+                mod = decoder.mid_module(layer)
+                handles.append(mod.register_forward_pre_hook(pre(indices), with_kwargs=True))
+            else:
+                stop = layer == last_block
+                handles.append(decoder.layers[layer].register_forward_hook(post(indices, stop)))
+        with torch.inference_mode():
+            model(**_forward_kwargs(model, input_ids, attention_mask))
+    except _StopForward:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    missing = [rows[i].name for i, c in enumerate(collected) if c is None]
+    if missing:
+        raise RuntimeError(f"rows {missing} were not captured: the blocks did not all run")
+    return torch.stack(collected, dim=1)  # type: ignore[arg-type]  # (B, R, P, d)
+
+
+def probe_forward(
+    model: nn.Module, layers: Sequence[nn.Module], input_ids: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Full forward on one probe sequence (1, T): (last block output (T, d), model logits (T, V))."""
+    out: dict[str, torch.Tensor] = {}
+
+    def hook(module, args, output):
+        out["h"] = block_hidden(output)
+
+    handle = layers[-1].register_forward_hook(hook)
+    try:
+        with torch.inference_mode():
+            logits = model(**_forward_kwargs(model, input_ids, None)).logits
+    finally:
+        handle.remove()
+    return out["h"][0], logits[0]
+
+
+class HookBackend:
+    """Forward hooks on a transformers model (the default backend)."""
+
+    name = "hooks"
+    runs_here = True
+
+    def __init__(self, model: nn.Module, decoder: Decoder):
+        self.model = model
+        self.decoder = decoder
+        self._remote: Any = None
+
+    def remote_backend(self, model: nn.Module, decoder: Decoder, tokenizer=None):
+        """The backend that runs remote traces (NDIF): nnsight over the same model, built once."""
+        if self._remote is None:
+            from logitlens.model.backends.nnsight import nnsight_backend
+
+            self._remote = nnsight_backend(model, decoder, tokenizer)
+        return self._remote
+
+    def capture(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, gather: torch.Tensor, rows: Sequence[Row]
+    ) -> torch.Tensor:
+        # Rows of a model spread over devices (device_map="auto") meet on the unembedding's device.
+        return capture_rows(
+            self.model, self.decoder, rows, input_ids, attention_mask, gather, out_device=self.decoder.device
+        )
+
+    def probe(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return probe_forward(self.model, self.decoder.layers, input_ids)

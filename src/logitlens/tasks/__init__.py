@@ -1,0 +1,3 @@
+"""Tasks: work built on the engine: corpora, evaluation, streamed runs, attribution, concepts,
+comparison, tuned-lens training, progress reporting and data-parallel runs.
+"""
