@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from logitlens import LogitLensError
-from logitlens.engine.result import first_stable, largest_drop
+from logitlens.engine.analysis import first_stable, largest_drop
 from logitlens.core.stats import Statistic, drawable, register_statistic, unregister_statistic
 from logitlens.views import model as vm
 from logitlens.views.plotly import compare_figure, heatmap

@@ -8,41 +8,28 @@ then (k,) for the top-k ones and (T,) for the per-target ones. Cells that do not
 shorter prompt's end) hold the statistic's fill value (NaN, -1 or False); ``positions`` says which input
 position each column is for each prompt.
 
-``save`` picks the format by suffix: ``.json`` (the versioned schema, ``meta.version`` 2, tensors as
-base64 little-endian arrays; version 1 files still load) or ``.parquet`` (the long table of
-``to_arrow``, with everything else in the file's schema metadata).
+Reading it (summaries, critical layers) lives in ``logitlens.engine.analysis``; its file and table forms
+(JSON, Parquet, Arrow, pandas) in ``logitlens.engine.codecs``; pictures in ``logitlens.views``.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from logitlens.core.rows import Row, parse_row_name
-from logitlens.core.stats import BUILTIN, REGISTRY, Statistic, get_statistic
+from logitlens.core.stats import BUILTIN, REGISTRY, get_statistic
+from logitlens.engine import analysis, codecs
+from logitlens.engine.analysis import first_stable, largest_changes, largest_drop
+from logitlens.engine.codecs import ANSWER_TENSORS, FORMAT, VERSION
 from logitlens.errors import LogitLensError
 
-__all__ = ["FORMAT", "VERSION", "LensResult"]
+__all__ = ["FORMAT", "VERSION", "LensResult", "first_stable", "largest_changes", "largest_drop"]
 
-FORMAT = "logitlens.result"
-VERSION = 2
-_PARQUET_KEY = b"logitlens"
-_WIRE = {torch.float32: "float32", torch.long: "int32", torch.bool: "uint8"}  # tensor dtype -> JSON dtype
-_NUMPY = {"float32": np.float32, "int32": np.int32, "uint8": np.uint8, "int64": np.int64}
-_META_FIELDS = ("row_names", "tokens", "input_ids", "target_names", "target_ids", "prompts")
-# per-prompt answers: (N, R) tensors, their dtype and the fill of a prompt without an answer
-_ANSWER_TENSORS = {
-    "answer_logprobs": (torch.float32, math.nan),
-    "answer_probs": (torch.float32, math.nan),
-    "answer_ranks": (torch.long, -1),
-}
 # prompt_index is read separately: version 1 files have none (it is then 0..N-1)
 
 
@@ -125,7 +112,7 @@ class LensResult:
             "answer_probs": answer_probs,
             "answer_ranks": answer_ranks,
         }
-        for name, (dtype, fill) in _ANSWER_TENSORS.items():
+        for name, (dtype, fill) in ANSWER_TENSORS.items():
             got = given[name]
             tensor = torch.full((n, self.n_rows), fill, dtype=dtype) if got is None else got
             if tuple(tensor.shape) != (n, self.n_rows):
@@ -267,7 +254,7 @@ class LensResult:
             "meta": self.meta,
             "answers": self.answers,
             "answer_ids": self.answer_ids,
-            **{name: getattr(self, name) for name in _ANSWER_TENSORS},
+            **{name: getattr(self, name) for name in ANSWER_TENSORS},
         }
 
     def replace(self, **changes: Any) -> LensResult:
@@ -286,7 +273,7 @@ class LensResult:
         if "row_names" in changes and "rows" not in changes:
             fields["rows"] = None
         n_rows = len(fields["row_names"])
-        for name in _ANSWER_TENSORS:  # new rows: answer statistics without answers are re-made empty
+        for name in ANSWER_TENSORS:  # new rows: answer statistics without answers are re-made empty
             if name not in changes and not self.has_answers and fields[name].shape[1] != n_rows:
                 fields[name] = None
         return LensResult(stats=stats, **fields)
@@ -303,7 +290,7 @@ class LensResult:
         for name in ("tokens", "input_ids", "prompts", "answers", "answer_ids"):
             seq = getattr(self, name)
             changes[name] = [seq[i] for i in idx] if seq else seq
-        for name in _ANSWER_TENSORS:
+        for name in ANSWER_TENSORS:
             changes[name] = getattr(self, name)[pick]
         return self.replace(**changes)
 
@@ -358,7 +345,7 @@ class LensResult:
             "answer_ids": [a for r in results for a in (r.answer_ids or [[]] * r.n_prompts)]
             if with_answers
             else [],
-            **{name: torch.cat([getattr(r, name) for r in results]) for name in _ANSWER_TENSORS},
+            **{name: torch.cat([getattr(r, name) for r in results]) for name in ANSWER_TENSORS},
         }
         return first.replace(
             **answers,
@@ -373,182 +360,27 @@ class LensResult:
 
     # ---- summaries ----------------------------------------------------------------------------------
     def summary(self, position: int = -1):
-        """One line per prompt, at one decoded column (default: each prompt's last one).
-
-        Columns: prompt, position, token, final_top1, final_prob; first_stable_row ("after block 28": the
-        first row from which the final top-1 token stays top-1) and first_stable_layer (its block index,
-        -1 = embeddings); the critical layers: logprob_rises (the 3 rows where the final top-1's
-        log-probability rises most from the row before, with the rise in nats) and kl_falls (the 3 rows
-        where the KL to the final distribution falls most), both excluding the step out of the
-        embeddings, with their block indices in logprob_rise_layers / kl_fall_layers; p/rank at the
-        final row for each target; with answers: answer, answer_logprob (teacher-forced, last row),
-        answer_prob / answer_rank (first answer token, last row) and answer_first_top1 (the first row
-        ranking that token top-1).
-        """
-        import pandas as pd
-
-        first_top1 = self.answer_first_top1() if self.has_answers else []
-        records = []
-        for i in range(self.n_prompts):
-            j = self.column_at(i, position)
-            stable = min(first_stable(self.stats["agrees_with_final"][i, :, j].tolist()), self.n_rows - 1)
-            rises, falls = self.critical_rows(i, position)
-            rec = {
-                "prompt": self.prompts[i] if self.prompts and self.prompts[i] is not None else i,
-                "position": int(self.positions[i, j]),
-                "token": self.tokens[i][int(self.positions[i, j])],
-                "final_top1": self.token(int(self.stats["top_ids"][i, -1, j, 0])),
-                "final_prob": float(self.stats["top_probs"][i, -1, j, 0]),
-                "first_stable_row": self.rows[stable].label,
-                "first_stable_layer": self.rows[stable].layer,
-                "logprob_rises": _changes_text(self.rows, rises, "+"),
-                "kl_falls": _changes_text(self.rows, falls, "-"),
-                "logprob_rise_layers": [self.rows[r].layer for r, _ in rises],
-                "kl_fall_layers": [self.rows[r].layer for r, _ in falls],
-            }
-            for t, name in enumerate(self.target_names):
-                rec[f"p({name})"] = float(self.stats["target_probs"][i, -1, j, t])
-                rec[f"rank({name})"] = int(self.stats["target_ranks"][i, -1, j, t])
-            if self.has_answers:
-                first = first_top1[i]
-                rec["answer"] = self.answers[i]
-                rec["answer_logprob"] = float(self.answer_logprobs[i, -1])
-                rec["answer_prob"] = float(self.answer_probs[i, -1])
-                rec["answer_rank"] = int(self.answer_ranks[i, -1])
-                rec["answer_first_top1"] = (
-                    self.rows[self.row_names.index(first)].label if first is not None else None
-                )
-            records.append(rec)
-        return pd.DataFrame.from_records(records)
+        """One line per prompt at one decoded column: the final top-1, where it settles, the critical layers,
+        targets and answers (``logitlens.engine.analysis.summary``)."""
+        return analysis.summary(self, position)
 
     def critical_rows(
         self, prompt: int = 0, position: int = -1, top: int = 3
     ) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
-        """The critical layers of one prompt at one decoded column, as (row index, size) lists:
-
-        - rises: the ``top`` rows r where log p_r(final top-1) - log p_{r-1}(final top-1) is largest
-          (the final row's top-1 token; only rises > 0), in nats;
-        - falls: the ``top`` rows r where KL_{r-1} - KL_r (KL to the final distribution) is largest
-          (only falls > 0), in nats.
-
-        The steps from the embeddings through block 0 are left out: on tied-embedding models the embedding
-        row's KL to the final is huge, so the step into block 0 would always win.
-        """
-        if (
-            isinstance(prompt, bool)
-            or not isinstance(prompt, int)
-            or not -self.n_prompts <= prompt < self.n_prompts
-        ):
-            raise LogitLensError(f"prompt index {prompt!r} is out of range: this result has {self.n_prompts}")
-        prompt %= self.n_prompts
-        j = self.column_at(prompt, position)
-        logp = self.stats["final_probs"][prompt, :, j].clamp_min(1e-30).log().tolist()
-        kl = self.stats["kl_to_final"][prompt, :, j].tolist()
-        return largest_changes(logp, self.rows, top), largest_changes([-v for v in kl], self.rows, top)
+        """The critical layers of one prompt at one column: (rises, falls) as (row index, nats) lists
+        (``logitlens.engine.analysis.critical_rows``)."""
+        return analysis.critical_rows(self, prompt, position, top)
 
     def first_row(self, target: int = 0, threshold: int = 1, position: int = -1) -> list[str | None]:
         """Per prompt: the first row from which ``target``'s rank stays <= ``threshold`` (None if never)."""
-        target = self.target_at(target)
-        out: list[str | None] = []
-        for i in range(self.n_prompts):
-            j = self.column_at(i, position)
-            ok = (self.stats["target_ranks"][i, :, j, target] <= threshold).tolist()
-            r = first_stable(ok)
-            out.append(self.row_names[r] if r < len(ok) else None)
-        return out
+        return analysis.first_row(self, target, threshold, position)
 
     # ---- columnar export ----------------------------------------------------------------------------
-    def _long_columns(self) -> tuple[dict[str, Any], dict[str, list[str]]]:
-        """The long table as numpy columns, one line per (prompt, existing column, row), in that order.
-
-        Returns (columns, the per-target column names of each per-target statistic).
-        """
-        n_rows = self.n_rows
-        pos = self.positions.numpy()
-        ii, jj = np.nonzero(pos >= 0)  # (M,) existing cells, prompt-major then column
-        m = len(ii)
-        cell_pos = pos[ii, jj]
-        cells = list(zip(ii.tolist(), cell_pos.tolist(), strict=True))
-        tok_id = np.array([self.input_ids[i][p] for i, p in cells], dtype=np.int64)
-        nxt_id = np.array(
-            [self.input_ids[i][p + 1] if p + 1 < len(self.input_ids[i]) else -1 for i, p in cells],
-            dtype=np.int64,
-        )
-        texts = np.array(
-            [self.prompts[i] if self.prompts else None for i in range(self.n_prompts)], dtype=object
-        )
-        cols: dict[str, Any] = {
-            "prompt_index": np.repeat(np.asarray(self.prompt_index, dtype=np.int64)[ii], n_rows),
-            "prompt": np.repeat(texts[ii] if m else texts[:0], n_rows),
-            "row": np.tile(np.arange(n_rows, dtype=np.int32), m),
-            "row_name": np.tile(np.array(self.row_names, dtype=object), m),
-            "layer": np.tile(np.array([r.layer for r in self.rows], dtype=np.int32), m),
-            "site": np.tile(np.array([r.site for r in self.rows], dtype=object), m),
-            "depth": np.tile(np.array(self.depths, dtype=np.float32), m),
-            "column": np.repeat(jj, n_rows).astype(np.int32),
-            "position": np.repeat(cell_pos, n_rows).astype(np.int64),
-            "token_id": np.repeat(tok_id, n_rows),
-            "token": np.repeat(np.array([self.tokens[i][p] for i, p in cells], dtype=object), n_rows),
-            "next_token_id": np.repeat(nxt_id, n_rows),
-            "next_token": np.repeat(_id_names(self.vocab, nxt_id), n_rows),
-        }
-        ii_t, jj_t = torch.as_tensor(ii), torch.as_tensor(jj)
-
-        def lines(t: torch.Tensor) -> np.ndarray:  # (N, R, P, ...) -> (M * R, ...)
-            return t.transpose(1, 2)[ii_t, jj_t].reshape(m * n_rows, *t.shape[3:]).numpy()
-
-        names = _id_names(self.vocab, lines(self.stats["top_ids"]))  # (M*R, k)
-        cols["top1"] = names[:, 0]
-        cols["top1_prob"] = lines(self.stats["top_probs"][..., 0])
-        cols["top_tokens"] = names
-        per_target: dict[str, list[str]] = {}
-        for name, stat in REGISTRY.items():
-            value = lines(self.stats[name])
-            if stat.per_target:
-                per_target[name] = _target_columns(stat, self.target_names)
-                for t, col in enumerate(per_target[name]):
-                    cols[col] = value[:, t]
-            else:
-                cols[name] = value
-        if self.has_answers:  # per (prompt, row), repeated over the prompt's positions
-            answers = np.array(list(self.answers), dtype=object)
-            cols["answer"] = np.repeat(answers[ii] if m else answers[:0], n_rows)
-            for name, col in (
-                ("answer_logprobs", "answer_logprob"),
-                ("answer_probs", "p(answer)"),
-                ("answer_ranks", "rank(answer)"),
-            ):
-                cols[col] = getattr(self, name)[torch.as_tensor(ii)].reshape(-1).numpy()
-        return cols, per_target
 
     def to_arrow(self):
-        """The long table as a ``pyarrow.Table``: one line per (prompt, existing column, row).
-
-        Columns: prompt_index (the prompt's index in the run's input), prompt (its text, or null for
-        token ids), row (index in ``rows``), row_name ("embed", "12", "12.attn"), layer (block index, -1
-        for the embeddings), site, depth (0 = embeddings, 1 = last block), column (decoded column index),
-        position (input position), token_id, token, next_token_id (-1 after the last token), next_token,
-        top1, top1_prob, top_tokens (list of k strings), then every statistic of the registry under its
-        name (top_ids, top_probs: lists of k), per-target ones as one column per target: ``p( Paris)``,
-        ``rank( Paris)``. The schema metadata holds the rest of the result (key b"logitlens").
-        """
-        import pyarrow as pa
-
-        cols, per_target = self._long_columns()
-        arrays = {}
-        for name, value in cols.items():
-            if isinstance(value, np.ndarray) and value.ndim == 2:  # (lines, k) -> fixed-size lists
-                k = value.shape[1]
-                flat = pa.array(value.reshape(-1), type=pa.string() if value.dtype == object else None)
-                arrays[name] = pa.FixedSizeListArray.from_arrays(flat, k)
-            elif isinstance(value, np.ndarray) and value.dtype == object:
-                arrays[name] = pa.array(value.tolist(), type=pa.string())
-            else:
-                arrays[name] = pa.array(value)
-        meta = self._header()
-        meta["per_target_columns"] = per_target
-        table = pa.table(arrays)
-        return table.replace_schema_metadata({_PARQUET_KEY: json.dumps(meta, ensure_ascii=False)})
+        """The long table as a ``pyarrow.Table``, one line per (prompt, existing column, row); see
+        ``logitlens.engine.codecs.to_arrow`` for the columns."""
+        return codecs.to_arrow(self)
 
     def to_dataframe(self):
         """The long table (see ``to_arrow``) as a pandas DataFrame; top-k columns hold numpy arrays.
@@ -556,11 +388,7 @@ class LensResult:
         Example:
             >>> df = res.to_dataframe(); df[df.row_name == "12"].groupby("position").top1_prob.mean()
         """
-        import pandas as pd
-
-        cols, _ = self._long_columns()
-        # A (lines, k) column becomes one numpy row per line (views of one array: no per-cell lists).
-        return pd.DataFrame({name: list(v) if v.ndim == 2 else v for name, v in cols.items()})
+        return codecs.to_dataframe(self)
 
     # ---- views (implemented in logitlens.views; imported lazily) ------------------------------------
     def __repr__(self) -> str:
@@ -598,124 +426,24 @@ class LensResult:
         return notebook_html(self)
 
     # ---- save / load --------------------------------------------------------------------------------
-    def _header(self) -> dict[str, Any]:
-        """Everything but the statistics, JSON-ready."""
-        return {
-            "meta": {"format": FORMAT, "version": VERSION, **self.meta},
-            "rows": [r.to_dict() for r in self.rows],
-            "row_names": self.row_names,
-            "tokens": self.tokens,
-            "input_ids": self.input_ids,
-            "vocab": {str(k): v for k, v in sorted(self.vocab.items())},
-            "target_names": self.target_names,
-            "target_ids": self.target_ids,
-            "prompts": self.prompts,
-            "prompt_index": self.prompt_index,
-            "answers": self.answers,
-            "answer_ids": self.answer_ids,
-            "shape": {"prompts": self.n_prompts, "rows": self.n_rows, "positions": self.n_positions},
-        }
 
     def to_dict(self) -> dict[str, Any]:
-        """The versioned JSON-ready form (version 2): the header, then ``positions`` and every statistic as
-        ``{"dtype", "shape", "data"}`` with ``data`` the base64 of the little-endian array (int64 tensors
-        as int32, bool as uint8). Registered statistics are included; loading needs them registered."""
-        data = self._header()
-        data["tensors"] = {
-            name: _encode(t) for name, t in {"positions": self.positions, **self.stats}.items()
-        }
-        data["statistics"] = {
-            name: {"per_target": REGISTRY[name].per_target, "per_k": REGISTRY[name].per_k}
-            for name in self.stats
-            if name in REGISTRY
-        }
-        if self.answers:
-            data["answer_tensors"] = {name: _encode(getattr(self, name)) for name in _ANSWER_TENSORS}
-        return data
+        """The versioned JSON-ready form (version 2); see ``logitlens.engine.codecs.to_dict``."""
+        return codecs.to_dict(self)
 
     def save(self, path: str | Path) -> Path:
         """Write the result: ``.json`` (``to_dict``) or ``.parquet`` (``to_arrow``), by the suffix."""
-        from logitlens.core.files import write_atomic
-
-        path = Path(path)
-        suffix = path.suffix.lower()
-        if suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            table = self.to_arrow()
-            return write_atomic(
-                path, lambda tmp: pq.write_table(table, tmp, compression="zstd"), "the result"
-            )
-        if suffix == ".json":
-            text = json.dumps(self.to_dict(), ensure_ascii=False, allow_nan=False)
-            return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), "the result")
-        raise LogitLensError(f"cannot save to {path}: the file name must end in .json or .parquet")
+        return codecs.save(self, path)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LensResult:
         """Read ``to_dict``'s form (version 2) or a version 1 file (tensors as nested lists)."""
-        meta = dict(data.get("meta") or {})
-        if meta.get("format") != FORMAT:
-            raise LogitLensError("not a logitlens result: meta.format is missing or wrong")
-        version = meta.pop("version", None)
-        meta.pop("format")
-        if version not in (1, VERSION):
-            raise LogitLensError(
-                f"result format version {version} is not supported (this logitlens reads versions 1 and "
-                f"{VERSION}); upgrade logitlens or re-run the lens"
-            )
-        try:
-            if version == 1:
-                tensors = {
-                    name: _from_lists(data[name], torch.long if name == "positions" else REGISTRY[name].dtype)
-                    for name in (*_V1_STATS, "positions")
-                }
-            else:
-                unknown = [n for n in data["tensors"] if n != "positions" and n not in REGISTRY]
-                if unknown:
-                    raise LogitLensError(
-                        f"the result holds statistic {unknown[0]!r}, which is not registered here; "
-                        "register it with logitlens.register_statistic before loading"
-                    )
-                tensors = {
-                    name: _decode(enc, torch.long if name == "positions" else REGISTRY[name].dtype)
-                    for name, enc in data["tensors"].items()
-                }
-            positions = tensors.pop("positions")
-            rows = [Row(int(r["layer"]), r["site"]) for r in data["rows"]] if data.get("rows") else None
-            kwargs = {f: data.get(f, []) for f in _META_FIELDS}
-            kwargs["prompt_index"] = data.get("prompt_index")
-            vocab = {int(k): v for k, v in data["vocab"].items()}
-            answer_kwargs = _answer_fields(data)
-            for name, enc in (data.get("answer_tensors") or {}).items():
-                if name in _ANSWER_TENSORS:
-                    answer_kwargs[name] = _decode(enc, _ANSWER_TENSORS[name][0])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise LogitLensError(
-                f"the result file is incomplete or damaged: {type(exc).__name__}: {exc}"
-            ) from exc
-        return cls(
-            positions=positions, rows=rows, vocab=vocab, meta=meta, stats=tensors, **kwargs, **answer_kwargs
-        )
+        return codecs.from_dict(cls, data)
 
     @classmethod
     def load(cls, path: str | Path) -> LensResult:
         """Read a result written by ``save`` (.json of version 1 or 2, or .parquet)."""
-        path = Path(path)
-        if path.suffix.lower() == ".parquet":
-            return _load_parquet(cls, path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise LogitLensError(f"cannot read result file {path}: {exc.strerror or exc}") from exc
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise LogitLensError(
-                f"cannot read result file {path}: it is not JSON ({type(exc).__name__}); give a .json or "
-                ".parquet file written by LensResult.save"
-            ) from exc
-        if not isinstance(data, dict):
-            raise LogitLensError(f"not a logitlens result: {path} holds JSON but not a result object")
-        return cls.from_dict(data)
+        return codecs.load(cls, path)
 
 
 def _stat_property(name: str, meaning: str) -> property:
@@ -724,177 +452,3 @@ def _stat_property(name: str, meaning: str) -> property:
 
 for _stat in BUILTIN:  # the built-in statistics as documented, read-only attributes
     setattr(LensResult, _stat.name, _stat_property(_stat.name, _stat.meaning))
-
-
-_V1_STATS = (
-    "top_ids",
-    "top_probs",
-    "entropy",
-    "kl_to_final",
-    "cross_entropy",
-    "agrees_with_final",
-    "target_probs",
-    "target_ranks",
-)
-
-
-def first_stable(flags: Sequence[bool]) -> int:
-    """The smallest r with every flag from r on true; ``len(flags)`` when the last one is false."""
-    r = len(flags)
-    while r > 0 and flags[r - 1]:
-        r -= 1
-    return r
-
-
-def largest_changes(values: Sequence[float], rows: Sequence[Row], top: int = 3) -> list[tuple[int, float]]:
-    """The ``top`` rows r with the largest positive values[r] - values[r-1], largest first, leaving out
-    the steps from the embeddings through block 0 (into rows of layer 0, "0.attn" included) and NaN /
-    infinite steps: [(r, size), ...]."""
-    steps = []
-    for r in range(1, len(values)):
-        if rows[r - 1].site == "embed" or rows[r].layer <= 0:
-            continue
-        d = values[r] - values[r - 1]
-        if math.isfinite(d) and d > 0:
-            steps.append((r, float(d)))
-    return sorted(steps, key=lambda x: -x[1])[:top]
-
-
-def _changes_text(rows: Sequence[Row], changes: Sequence[tuple[int, float]], sign: str) -> str:
-    """'after block 20 (+2.31), after block 25 (+1.05)' ("" when there are none)."""
-    return ", ".join(f"{rows[r].label} ({sign}{size:.2f})" for r, size in changes)
-
-
-def largest_drop(values: Sequence[float]) -> tuple[int, float]:
-    """(row r, values[r-1] - values[r]) for the r >= 1 where the value falls most; (0, 0.0) for one row."""
-    best, size = 0, 0.0
-    for r in range(1, len(values)):
-        d = values[r - 1] - values[r]
-        if best == 0 or d > size:
-            best, size = r, d
-    return best, float(size)
-
-
-def _target_columns(stat: Statistic, names: Sequence[str]) -> list[str]:
-    """The statistic's column per target (``p( Paris)``), with ``#t`` added to a name that repeats."""
-    seen: dict[str, int] = {}
-    out = []
-    for t, name in enumerate(names):
-        seen[name] = seen.get(name, 0) + 1
-        out.append(stat.column_for(name if seen[name] == 1 else f"{name}#{t}"))
-    return out
-
-
-def _id_names(vocab: dict[int, str], ids: np.ndarray) -> np.ndarray:
-    """Readable strings of an id array (any shape); ids not in ``vocab`` become ``#id``, -1 becomes None."""
-    uniq, inverse = np.unique(ids, return_inverse=True)
-    names = np.array(
-        [None if i < 0 else vocab.get(int(i), f"#{int(i)}") for i in uniq.tolist()], dtype=object
-    )
-    return names[inverse.reshape(ids.shape)]
-
-
-def _encode(t: torch.Tensor) -> dict[str, Any]:
-    wire = _WIRE.get(t.dtype)
-    if wire is None:
-        raise LogitLensError(f"cannot save a {t.dtype} tensor; statistics are float32, int64 or bool")
-    arr = t.detach().cpu().numpy().astype(_NUMPY[wire]).astype(np.dtype(_NUMPY[wire]).newbyteorder("<"))
-    return {"dtype": wire, "shape": list(t.shape), "data": base64.b64encode(arr.tobytes()).decode("ascii")}
-
-
-def _decode(enc: dict[str, Any], dtype: torch.dtype) -> torch.Tensor:
-    raw = base64.b64decode(enc["data"])
-    arr = np.frombuffer(raw, dtype=np.dtype(_NUMPY[enc["dtype"]]).newbyteorder("<")).reshape(enc["shape"])
-    return torch.from_numpy(arr.astype(_NUMPY[enc["dtype"]])).to(dtype)
-
-
-def _from_lists(value: Any, dtype: torch.dtype) -> torch.Tensor:
-    """Version 1 tensors: nested lists with null for NaN."""
-    if dtype is torch.float32:
-        arr = np.array(value, dtype=object)
-        arr = np.where(arr == None, np.nan, arr).astype(np.float32)  # noqa: E711 - elementwise null test
-        return torch.from_numpy(arr)
-    return torch.tensor(value, dtype=dtype)
-
-
-def _load_parquet(cls: type[LensResult], path: Path) -> LensResult:
-    try:
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(path)
-    except (OSError, ValueError) as exc:
-        raise LogitLensError(f"cannot read result file {path}: {exc}") from exc
-    raw = (table.schema.metadata or {}).get(_PARQUET_KEY)
-    if raw is None:
-        raise LogitLensError(f"not a logitlens result: {path} has no logitlens metadata")
-    header = json.loads(raw)
-    shape = header.pop("shape")
-    per_target = header.pop("per_target_columns", {})
-    n, n_rows, p = shape["prompts"], shape["rows"], shape["positions"]
-    global_index = np.asarray(header.get("prompt_index") or range(n), dtype=np.int64)
-    lookup = np.full(int(global_index.max(initial=0)) + 1, -1, dtype=np.int64)
-    lookup[global_index] = np.arange(len(global_index))
-    prompt = lookup[table.column("prompt_index").to_numpy()]  # the file's prompt indices -> 0..N-1
-    column = np.array(table.column("column").to_numpy(), dtype=np.int64)
-    row = np.array(table.column("row").to_numpy(), dtype=np.int64)
-    positions = torch.full((n, p), -1, dtype=torch.long)
-    positions[torch.as_tensor(prompt), torch.as_tensor(column)] = torch.as_tensor(
-        np.array(table.column("position").to_numpy(), dtype=np.int64), dtype=torch.long
-    )
-    index = (torch.as_tensor(prompt, dtype=torch.long), torch.as_tensor(row, dtype=torch.long),
-             torch.as_tensor(column, dtype=torch.long))  # fmt: skip
-    stats: dict[str, torch.Tensor] = {}
-    for name, stat in REGISTRY.items():
-        if stat.per_target:
-            cols = per_target.get(name, [])
-            if not all(c in table.column_names for c in cols):
-                continue
-            value = np.stack([_numeric(table.column(c)) for c in cols], -1) if cols else None
-            extra: tuple[int, ...] = (len(cols),)
-        elif name in table.column_names:
-            value = _numeric(table.column(name))
-            extra = value.shape[1:]
-        else:
-            continue
-        out = torch.full((n, n_rows, p, *extra), stat.fill, dtype=stat.dtype)
-        if value is not None:
-            out[index] = torch.as_tensor(value).to(stat.dtype)
-        stats[name] = out
-    data = {**header, "tensors": {}}
-    meta = dict(data["meta"])
-    meta.pop("format", None)
-    version = meta.pop("version", None)
-    if version != VERSION:
-        raise LogitLensError(f"result format version {version} is not supported in Parquet files")
-    rows = [Row(int(r["layer"]), r["site"]) for r in header["rows"]]
-    kwargs = {f: header.get(f, []) for f in _META_FIELDS}
-    kwargs["prompt_index"] = header.get("prompt_index")
-    vocab = {int(k): v for k, v in header["vocab"].items()}
-    answer_kwargs = _answer_fields(header)
-    for name, col in (
-        ("answer_logprobs", "answer_logprob"),
-        ("answer_probs", "p(answer)"),
-        ("answer_ranks", "rank(answer)"),
-    ):
-        if col in table.column_names:
-            dtype, fill = _ANSWER_TENSORS[name]
-            out = torch.full((n, n_rows), fill, dtype=dtype)
-            out[index[0], index[1]] = torch.as_tensor(_numeric(table.column(col))).to(dtype)
-            answer_kwargs[name] = out
-    return cls(positions=positions, rows=rows, vocab=vocab, meta=meta, stats=stats, **kwargs, **answer_kwargs)
-
-
-def _answer_fields(data: dict[str, Any]) -> dict[str, Any]:
-    """The answers and their token ids of a saved result (absent in files without answers)."""
-    return {"answers": data.get("answers") or [], "answer_ids": data.get("answer_ids") or []}
-
-
-def _numeric(col) -> np.ndarray:
-    """A Parquet column as numpy: fixed-size lists become (lines, k)."""
-    import pyarrow as pa
-
-    if pa.types.is_fixed_size_list(col.type):
-        width = col.type.list_size
-        flat = col.combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        return np.array(flat).reshape(-1, width)
-    return np.array(col.to_numpy(zero_copy_only=False))

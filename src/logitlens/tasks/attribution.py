@@ -50,10 +50,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from logitlens.core.kernels import block_hidden
 from logitlens.core.rows import default_rows
 from logitlens.core.tokens import TokenNamer, visible
 from logitlens.errors import LogitLensError
-from logitlens.core.kernels import block_hidden
 from logitlens.model.backends.hooks import capture_rows
 
 if TYPE_CHECKING:

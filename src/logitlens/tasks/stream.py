@@ -59,6 +59,7 @@ import torch
 from logitlens.core.files import STREAM_SUFFIXES as SUFFIXES
 from logitlens.core.files import check_stream_output as check_output
 from logitlens.core.rows import Row
+from logitlens.engine.codecs import HEADER_KEY, read_parquet_header
 from logitlens.engine.lenses import Lens
 from logitlens.errors import LogitLensError
 from logitlens.tasks.evaluation import RowAggregate
@@ -74,7 +75,6 @@ FORMAT = "logitlens.stream"
 VERSION = 1
 RUN_FILE = "run.json"
 STREAM_KEY = b"logitlens_stream"  # Parquet schema metadata: the run's fingerprint
-HEADER_KEY = b"logitlens"  # Parquet schema metadata: the result header (as LensResult.to_arrow)
 _NOT_OPTIONS = ("self", "prompts", "batch_size", "attention_mask")  # iter_run parameters that change no value
 
 
@@ -307,12 +307,10 @@ def _file_fingerprint(path: Path) -> dict[str, Any]:
 
 # ---- joining the parts --------------------------------------------------------------------------------
 def _merged_header(files: list[Path]) -> dict[str, Any]:
-    """One result header for all parts (as ``LensResult._header``): lists concatenated, vocab united."""
-    import pyarrow.parquet as pq
-
+    """One result header for all parts (as ``codecs.header``): lists concatenated, vocab united."""
     merged: dict[str, Any] | None = None
     for file in files:
-        head = json.loads(pq.read_schema(file).metadata[HEADER_KEY])
+        head = read_parquet_header(file) or {}
         if merged is None:
             merged = head
             continue

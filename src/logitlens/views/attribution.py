@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from logitlens.core.files import write_atomic
 from logitlens.core.tokens import visible
 from logitlens.errors import LogitLensError
-from logitlens.views.png import _fonts, _save
+from logitlens.views.png import font_families, save_figure
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -281,7 +281,7 @@ def png_figure(df: pd.DataFrame, *, dpi: int = 100):
 
     m = attribution_model(df)
     n = len(m.names)
-    fonts = _fonts(FONTS)
+    fonts = font_families(FONTS)
     width = 10.0
     wrap = int((width - 0.6) * 12)
     # the grey lines, wrapped; "up most" in the raising colour, "down most" in the lowering one (a legend)
@@ -374,7 +374,7 @@ def write_attribution_png(df: pd.DataFrame, path: str | Path, *, dpi: int = 100)
     fmt = formats.get(Path(path).suffix.lower())
     if fmt is None:
         raise LogitLensError(f"cannot write an image to {path}: the file name must end in .png, .svg or .pdf")
-    return _save(png_figure(df, dpi=dpi), path, dpi)
+    return save_figure(png_figure(df, dpi=dpi), path, dpi)
 
 
 # ---- rich -----------------------------------------------------------------------------------------------

@@ -31,6 +31,9 @@ __all__ = [
     "compare_figure",
     "critical_line",
     "figure",
+    "font_families",
+    "image_format",
+    "save_figure",
     "subtitle",
     "write_compare_png",
     "write_png",
@@ -53,7 +56,7 @@ CHARS_PER_INCH = 12  # characters of 9 pt DejaVu Sans per inch, with room to spa
 MAX_TARGET_LINES = 3  # at most this many target lines under the title
 
 
-def _fonts(candidates: list[str] = FONTS) -> list[str]:
+def font_families(candidates: list[str] = FONTS) -> list[str]:
     """The ``candidates`` that matplotlib has, in order; its default sans-serif if none."""
     from matplotlib import font_manager
 
@@ -158,7 +161,7 @@ def _draw(fig, m: HeatmapModel, lay: _Layout, width: float, height: float) -> No
 
     grid = m.grid
     n_rows, n_cols = grid.z.shape
-    fonts = _fonts()
+    fonts = font_families()
     left, bottom, plot_w, plot_h = lay.left, lay.bottom, lay.plot_w, lay.plot_h
     ax = fig.add_axes((left / width, bottom / height, plot_w / width, plot_h / height))
 
@@ -265,18 +268,18 @@ def write_png(
     "target_ranks", ...; older names such as "kl" work too; see ``views.model.stat_grid``). dpi=100 is
     readable at 100% zoom (about 78 px per position, 26 px per row); raise it for print.
     """
-    _format(path)  # before drawing: a bad suffix fails at once
-    return _save(figure(result, prompt, stat, target, dpi=dpi), path, dpi)
+    image_format(path)  # before drawing: a bad suffix fails at once
+    return save_figure(figure(result, prompt, stat, target, dpi=dpi), path, dpi)
 
 
 def write_compare_png(
     results, names, path: str | Path, prompt: int = 0, stat: str = "top_probs", *, dpi: int = 100
 ) -> Path:
     """Write several results' heatmaps of one prompt side by side (``compare_figure``); format by suffix."""
-    return _save(compare_figure(results, names, prompt, stat, dpi=dpi), path, dpi)
+    return save_figure(compare_figure(results, names, prompt, stat, dpi=dpi), path, dpi)
 
 
-def _format(path: str | Path) -> str:
+def image_format(path: str | Path) -> str:
     """The image format a file name asks for; one line listing the suffixes otherwise."""
     fmt = IMAGE_FORMATS.get(Path(path).suffix.lower())
     if fmt is None:
@@ -287,9 +290,10 @@ def _format(path: str | Path) -> str:
     return fmt
 
 
-def _save(fig, path: str | Path, dpi: int) -> Path:
+def save_figure(fig, path: str | Path, dpi: int) -> Path:
+    """Write a matplotlib figure whole or not at all, in the format its suffix names."""
     path = Path(path)
-    fmt = _format(path)
+    fmt = image_format(path)
     metadata = {"png": {"Software": "logitlens"}, "pdf": {"Creator": "logitlens"}}.get(fmt)
 
     def save(tmp: Path) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from logitlens.engine.result import LensResult
 from logitlens.views.model import Panel, TrajectoryModel, clip, prompt_label, trajectory_model
 from logitlens.views.plotly import COLORS
-from logitlens.views.png import _fonts, _format, _save
+from logitlens.views.png import font_families, image_format, save_figure
 
 __all__ = ["trajectory_figure", "write_trajectory_png"]
 
@@ -43,7 +43,7 @@ def trajectory_figure(
     from matplotlib.figure import Figure
 
     m = trajectory_model(result, targets, prompts, stat, position)
-    fonts = _fonts()
+    fonts = font_families()
     n_rows = len(m.row_names)
     width = max(7.0, 1.6 + ROW_W * n_rows)
     height = 1.3 + PANEL_H * len(m.panels)
@@ -80,11 +80,11 @@ def write_trajectory_png(
     indices (default all); position: a decoded column (default the last) or "mean" (statistics without
     targets).
     """
-    _format(path)  # before drawing: a bad suffix fails at once
+    image_format(path)  # before drawing: a bad suffix fails at once
     fig = trajectory_figure(
         result, targets, prompts, stat, position=position, title=title, log_probs=log_probs, dpi=dpi
     )
-    return _save(fig, path, dpi)
+    return save_figure(fig, path, dpi)
 
 
 def _draw_panel(ax, panel: Panel, log_probs: bool, fonts: list[str]) -> None:
