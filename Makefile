@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo docs-picture test lint format bench clean
+.PHONY: setup demo docs-picture docs-serve test lint format bench mutate clean
 
 setup: $(STAMP)
 
@@ -31,13 +31,17 @@ demo: $(STAMP)
 docs-picture: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/logitlens run $(DEMO_PROMPT) --answer " Paris" --png docs/eiffel.png --quiet
 
+# The README's screenshot of `logitlens serve` (docs/serve.png), taken by the browser test.
+docs-serve: $(STAMP)
+	HF_HUB_OFFLINE=1 LOGITLENS_SERVE_PICTURE=docs/serve.png $(PY) -m pytest tests/web/test_web_browser.py
+
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest
 
 # The layers contract (pyproject's [tool.importlinter]): each layer imports only the layers below it.
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts
 	$(VENV)/bin/lint-imports
 
 format: $(STAMP)
@@ -69,6 +73,12 @@ $(BENCH_STAMP): pyproject.toml $(STAMP)
 bench: $(STAMP) $(BENCH_STAMP)
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_engine.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_peers.py --venv $(BENCH_VENV) $(BENCH_ARGS)
+
+# Mutation testing (never part of `make test`: a module takes minutes): mutmut over one module at a time,
+# against that module's own tests, in a scratch copy (scripts/mutate.py; CONTRIBUTING.md says how to read it).
+MUTATE_ARGS ?=
+mutate: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) scripts/mutate.py $(MUTATE_ARGS)
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) .bench .demo .pytest_cache .ruff_cache src/*.egg-info

@@ -31,7 +31,7 @@ MOVED: dict[str, tuple[str, ...]] = {
     "backends.hooks": ("model.backends.hooks",),
     "backends.nnsight": ("model.backends.nnsight",),
     "lens": ("engine.lens",),
-    "lenses": ("engine.lenses",),
+    "lenses": ("engine.lenses", "engine.tuned"),
     "tuned": ("engine.tuned",),
     "reduce": ("engine.reduce",),
     "result": ("engine.result",),

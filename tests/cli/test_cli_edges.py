@@ -289,12 +289,12 @@ def test_terminal_grid_window(capsys, tiny_model_dir, monkeypatch):
         assert code == 2 and message in one_line(err) and out == "", (bad, err)
 
 
-def test_quiet_without_outputs_says_so(capsys, tiny_model_dir):
-    code, out, err = run_cli(capsys, "run", "Hi", "--quiet", "--model", str(tiny_model_dir))
-    assert code == 0 and out == ""
-    assert (
-        one_line(err)
-        == "logitlens: warning: --quiet with no --json, --html or --png: nothing will be shown or written"
+def test_quiet_without_outputs_is_refused_before_loading(capsys, tmp_path):
+    code, out, err = run_cli(capsys, "run", "Hi", "--quiet", "--model", str(tmp_path / "no-such-model"))
+    assert code == 2 and out == ""
+    assert one_line(err) == (
+        "logitlens: error: --quiet with no output file would show and write nothing: give --json, --html, "
+        "--png or --out, or drop --quiet"
     )
 
 

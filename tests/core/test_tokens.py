@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from logitlens.model.default_model import CACHE_ENV, cache_dir
 from logitlens.core.tokens import TokenNamer, piece_bytes, readable
+from logitlens.model.default_model import CACHE_ENV, cache_dir
 
 
 @pytest.mark.parametrize(

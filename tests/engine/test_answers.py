@@ -255,8 +255,8 @@ def test_chat_without_a_template_and_cli_bos(lens, capsys, tiny_model_dir):
 
 
 def test_largest_changes_leave_out_block_0_with_attn_rows():
-    from logitlens.engine.analysis import largest_changes
     from logitlens.core.rows import default_rows
+    from logitlens.engine.analysis import largest_changes
 
     rows = default_rows(2, include_subblocks=True)  # embed, 0.attn, 0, 1.attn, 1
     assert largest_changes([0.0, 50.0, 90.0, 91.0, 95.0], rows) == [(4, 4.0), (3, 1.0)]

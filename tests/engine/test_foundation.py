@@ -12,14 +12,15 @@ import math
 
 import pytest
 import torch
+from test_result_io import assert_same_result
 
 from logitlens import LensResult, LogitLens, LogitLensError
-from logitlens.model.architectures import Decoder, architecture_for
-from logitlens.engine.lenses import LENSES, FunctionLens, IdentityLens, Lens, load_lens
-from logitlens.engine.reduce import reduce_logits
 from logitlens.core.rows import SITES, Row, default_rows, parse_row_name
 from logitlens.core.stats import Statistic, get_statistic, register_statistic, unregister_statistic
-from test_result_io import assert_same_result
+from logitlens.engine.lenses import LENSES, FunctionLens, IdentityLens, Lens
+from logitlens.engine.reduce import reduce_logits
+from logitlens.engine.tuned import load_lens
+from logitlens.model.architectures import Decoder, architecture_for
 from tiny_models import ALL, SPECS, D, build, module_at
 
 PROMPTS = ["The Eiffel Tower is in the city of", "Hello", "one two three four five six"]

@@ -20,7 +20,8 @@ import torch
 import logitlens
 from logitlens import LensResult, LogitLens, LogitLensError, TunedLens
 from logitlens.cli import main
-from logitlens.engine.lenses import IdentityLens, load_lens
+from logitlens.engine.lenses import IdentityLens
+from logitlens.engine.tuned import load_lens
 from tiny_models import build, module_at
 
 PROMPTS = [[5, 17, 99, 3, 42, 7], [11, 200, 31]]  # token ids of the tiny models' 256-token vocabulary

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from logitlens import LogitLens, LogitLensError
-from logitlens.tasks.attribution import attribution_summary
 from logitlens.cli import main
+from logitlens.tasks.attribution import attribution_summary
 from tiny_models import ALL, build, module_at
 
 IDS = [5, 17, 33, 80, 9, 101, 44]  # one prompt of the tiny models (vocabulary 256)

@@ -14,9 +14,9 @@ import torch
 from logitlens import LogitLensError
 from logitlens.cli.eval import add_parser as add_eval_parser
 from logitlens.cli.eval import run as cmd_eval
+from logitlens.core.rows import default_rows
 from logitlens.tasks.data import Corpus
 from logitlens.tasks.evaluation import RowAggregate, evaluate
-from logitlens.core.rows import default_rows
 
 TEXTS = [
     "The Eiffel Tower is in the city of Paris.",

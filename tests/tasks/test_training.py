@@ -13,10 +13,10 @@ import torch
 
 from logitlens import LogitLensError
 from logitlens.cli import main
+from logitlens.engine.tuned import TunedLens
 from logitlens.tasks.data import Corpus
 from logitlens.tasks.evaluation import evaluate
 from logitlens.tasks.training import CHECKPOINT, Interrupted, batch_indices, row_kl, train_tuned_lens
-from logitlens.engine.tuned import TunedLens
 
 _TEXT = (
     "The Eiffel Tower is in the city of Paris . Colosseum Rome Hello world , hello logit lens ! Layers "

@@ -7,6 +7,7 @@ import re
 
 import numpy as np
 import pytest
+from test_plots import hand_result
 
 from logitlens import LensResult, LogitLensError
 from logitlens.tasks.comparison import compare
@@ -19,7 +20,6 @@ from logitlens.views.report import (
     write_compare_html,
     write_html,
 )
-from test_plots import hand_result
 
 # Anything that could make a browser fetch: an absolute or protocol-relative URL in src/href/url()/import.
 RESOURCE = re.compile(

@@ -13,10 +13,10 @@ import os
 from pathlib import Path
 
 import pytest
+from test_plots import hand_result
 
 from logitlens.views.model import CELL_CHARS, clip
 from logitlens.views.report import write_compare_html, write_html
-from test_plots import hand_result
 
 CHROMIUM = Path("/usr/bin/chromium")
 REQUIRED = os.environ.get("LOGITLENS_REQUIRE_BROWSER") == "1"  # CI: a missing browser is a failure

@@ -8,10 +8,10 @@ import re
 
 import pytest
 from rich.console import Console
+from test_plots import hand_result
 
 from logitlens.views.model import clip, prompt_summary, row_labels
 from logitlens.views.terminal import cell_style, grid_table, print_result, render, topk_table
-from test_plots import hand_result
 
 
 @pytest.fixture(scope="module")

@@ -11,13 +11,13 @@ import math
 import numpy as np
 import pytest
 import torch
+from test_plots import hand_result
 
 from logitlens import LogitLensError
-from logitlens.engine.analysis import first_stable, largest_drop
 from logitlens.core.stats import Statistic, drawable, register_statistic, unregister_statistic
+from logitlens.engine.analysis import first_stable, largest_drop
 from logitlens.views import model as vm
 from logitlens.views.plotly import compare_figure, heatmap
-from test_plots import hand_result
 
 
 @pytest.fixture(scope="module")

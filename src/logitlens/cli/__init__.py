@@ -28,6 +28,7 @@ COMMANDS = {
     "eval": "eval",
     "attribute": "attribute",
     "train-lens": "train",
+    "serve": "serve",
 }
 
 

@@ -12,10 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-from logitlens.cli.common import add_model_args, json_ready, load
+from logitlens.cli.common import (
+    add_model_args,
+    add_model_option,
+    check_outputs,
+    json_ready,
+    load,
+    write_outputs,
+)
 from logitlens.errors import LogitLensError
 
 __all__ = ["add_parser", "attribution_json", "run"]
@@ -40,7 +46,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "linearisation): the lines sum to the output row's logit difference, before any soft-capping.",
     )
     p.add_argument("prompt", nargs="?", metavar="PROMPT", help="the prompt text")
-    p.add_argument("--model", default="default", help="'default' (SmolLM2-135M), a HF id or a local path")
+    add_model_option(p)
     p.add_argument("--target", required=True, help="the token to explain, ONE token (e.g. ' Paris')")
     p.add_argument(
         "--baseline",
@@ -73,17 +79,7 @@ def _check_args(args) -> None:
         raise LogitLensError("--target is empty: give one token such as ' Paris' (mind the leading space)")
     if args.baseline == "":
         raise LogitLensError("--baseline is empty: give 'mean' or one token such as ' London'")
-    for option, suffixes in _SUFFIXES.items():
-        path = getattr(args, option)
-        if path is None:
-            continue
-        if path.is_dir():
-            raise LogitLensError(f"--{option} {path} is a directory: give a file name")
-        if path.suffix.lower() not in suffixes:
-            raise LogitLensError(f"--{option} {path}: the file name must end in {', '.join(suffixes)}")
-        folder = path.parent if str(path.parent) else Path(".")
-        if not folder.is_dir():
-            raise LogitLensError(f"--{option} {path}: the folder {folder} does not exist; create it first")
+    check_outputs(args, tuple(_SUFFIXES.items()))
 
 
 def run(args) -> int:
@@ -113,22 +109,23 @@ def attribution_json(df) -> str:
 def _write_outputs(df, args) -> None:
     """Each asked-for file, whole or not at all; "wrote F" on stderr as each one is written."""
     from logitlens.core.files import write_atomic
+    from logitlens.views.attribution import write_attribution_html, write_attribution_png
 
-    written = []
+    writers = []
     if args.csv:
-        written.append(write_atomic(args.csv, lambda tmp: df.to_csv(tmp, index=False), "the CSV file"))
+        writers.append(
+            ("--csv", lambda: write_atomic(args.csv, lambda tmp: df.to_csv(tmp, index=False), "the CSV file"))
+        )
     if args.json:
         text = attribution_json(df)
-        written.append(
-            write_atomic(args.json, lambda tmp: tmp.write_text(text, encoding="utf-8"), "the JSON")
+        writers.append(
+            (
+                "--json",
+                lambda: write_atomic(args.json, lambda t: t.write_text(text, encoding="utf-8"), "the JSON"),
+            )
         )
     if args.png:
-        from logitlens.views.attribution import write_attribution_png
-
-        written.append(write_attribution_png(df, args.png))
+        writers.append(("--png", lambda: write_attribution_png(df, args.png)))
     if args.html:
-        from logitlens.views.attribution import write_attribution_html
-
-        written.append(write_attribution_html(df, args.html))
-    for path in written:
-        print(f"wrote {path}", file=sys.stderr)
+        writers.append(("--html", lambda: write_attribution_html(df, args.html)))
+    write_outputs(writers)

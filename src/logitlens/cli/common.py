@@ -12,6 +12,7 @@ import contextlib
 import math
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 from logitlens.errors import LogitLensError
@@ -23,8 +24,10 @@ __all__ = [
     "Parser",
     "add_lens_args",
     "add_model_args",
+    "add_model_option",
     "add_prompt_args",
     "check_common",
+    "OUTPUTS",
     "check_outputs",
     "json_ready",
     "load",
@@ -34,11 +37,13 @@ __all__ = [
     "parse_concepts",
     "parse_prompts_file",
     "parse_targets",
+    "preflight",
     "parse_positions",
     "quiet_transformers",
     "read_inputs",
     "read_prompts",
     "sigint_deferred",
+    "write_outputs",
 ]
 
 EXIT_BAD_INPUT = 2
@@ -48,8 +53,47 @@ EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, as shells report it
 
 
 class Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, our exit status
-        raise LogitLensError(message)
+    """argparse with one-line errors (``LogitLensError``, exit status 2) and a "did you mean" for a
+    mistyped option or command."""
+
+    def error(self, message: str):
+        raise LogitLensError(message + _suggestion(self, message))
+
+
+def _option_strings(parser: argparse.ArgumentParser) -> list[str]:
+    """Every option of ``parser`` and of its sub-commands' parsers."""
+    out: list[str] = []
+    for action in parser._actions:
+        out += action.option_strings
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                out += _option_strings(sub)
+    return sorted(set(out))
+
+
+def _suggestion(parser: argparse.ArgumentParser, message: str) -> str:
+    """ "; did you mean --top-k?" for an unknown option or an invalid choice close to a known one."""
+    import difflib
+    import re
+
+    if message.startswith("unrecognized arguments:"):
+        known = _option_strings(parser)
+        for word in message.split(":", 1)[1].split():
+            if not word.startswith("-"):
+                continue
+            name = word.split("=", 1)[0]
+            dashed = "--" + name.lstrip("-").replace("_", "-")
+            close = [dashed] if dashed in known else difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            if close:
+                return f"; did you mean {close[0]}?"
+        return ""
+    found = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if found:
+        choices = re.findall(r"'([^']*)'", found.group(2)) or [c.strip() for c in found.group(2).split(",")]
+        close = difflib.get_close_matches(found.group(1), choices, n=1, cutoff=0.5)
+        if close:
+            return f"; did you mean {close[0]}?"
+    return ""
 
 
 def parse_positions(text: str) -> list[int]:
@@ -62,6 +106,18 @@ def parse_positions(text: str) -> list[int]:
     if not values:
         raise argparse.ArgumentTypeError("it is empty: give integers such as -1")
     return values
+
+
+def add_model_option(
+    p: argparse.ArgumentParser, *, several: str | None = None, required: bool = False
+) -> None:
+    """``--model``: one model (default: the embedded default model), or, with ``several`` (the help's
+    reason to repeat it), one per use of the option."""
+    what = "'default' (SmolLM2-135M), a HF id or a local path"
+    if several is None:
+        p.add_argument("--model", default="default", help=what)
+    else:
+        p.add_argument("--model", action="append", default=[], required=required, help=f"{what}; {several}")
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -297,7 +353,12 @@ def check_common(args) -> None:
         raise LogitLensError(f"--window must be at least 1 (positions shown), got {args.window}")
 
 
-def load(model: str, args, tuned_lens=None):
+def load(model: str, args, tuned_lens=None, prompts: list | None = None):
+    """Load ``model`` with the command's loading options. With ``prompts``, what needs only the config and
+    the tokenizer is refused before the weights load (``preflight``): --top-k past the vocabulary,
+    --positions outside a prompt, a prompt longer than the context without --truncate."""
+    if isinstance(tuned_lens, str) and tuned_lens != "-" and not Path(tuned_lens).is_dir():
+        raise LogitLensError(f"--tuned-lens {tuned_lens}: no such folder; give the folder train-lens wrote")
     max_memory = parse_max_memory(getattr(args, "max_memory", None))  # a bad value fails before any loading
     if model != "default":  # before torch is imported: a bad name answers in a second
         from logitlens.model.sources import check_source
@@ -327,7 +388,41 @@ def load(model: str, args, tuned_lens=None):
         max_memory=max_memory,
         offload_folder=getattr(args, "offload_folder", None),
         quantization=getattr(args, "quantize", None),
+        preflight=None if prompts is None else preflight(args, prompts),
     )
+
+
+def preflight(args, prompts: list):
+    """``fn(config, tokenizer)`` refusing, before the weights load, what the prompts and options cannot do
+    with this model: --top-k past its vocabulary, --positions outside a prompt, an over-long prompt."""
+
+    def check(config, tokenizer) -> None:
+        from logitlens.engine.inputs import PromptInputs, resolve_positions
+
+        text = config.get_text_config() if hasattr(config, "get_text_config") else config
+        vocab = getattr(text, "vocab_size", None)
+        top_k = getattr(args, "top_k", None)
+        if vocab and top_k is not None and top_k > vocab:
+            raise LogitLensError(f"--top-k must be at most the vocabulary size {vocab}, got {top_k}")
+        context = next(
+            (
+                getattr(text, a)
+                for a in ("max_position_embeddings", "n_positions", "n_ctx")
+                if getattr(text, a, None)
+            ),
+            None,
+        )
+        prep = PromptInputs(tokenizer, vocab_size=vocab or 2**31, context_length=context)
+        with warnings.catch_warnings():  # the run itself warns (truncation, repeated positions) once
+            warnings.simplefilter("ignore")
+            ids, _ = prep.encode(
+                prompts, chat=getattr(args, "chat", False), prepend_bos=getattr(args, "bos", None)
+            )
+            ids = prep.check_ids(ids, getattr(args, "truncate", False))
+            if getattr(args, "positions", None) is not None:
+                resolve_positions(ids, args.positions)
+
+    return check
 
 
 def parse_max_memory(text: str | None) -> dict | None:
@@ -349,30 +444,44 @@ def parse_max_memory(text: str | None) -> dict | None:
 IMAGE_SUFFIXES = (".png", ".svg", ".pdf", ".jpg", ".jpeg")
 
 
-def check_outputs(args) -> None:
-    """Before any model is loaded: every output's suffix, folder and kind, so that a run never ends in a
-    failed write. Also: --quiet with nothing to write would do nothing."""
-    outputs = [
-        ("--json", getattr(args, "json", None), (".json", ".parquet")),
-        ("--html", getattr(args, "html", None), (".html", ".htm")),
-        ("--png", getattr(args, "png", None), IMAGE_SUFFIXES),
-    ]
-    for option, path, suffixes in outputs:
-        if path is None:
-            continue
-        if path.is_dir():
-            raise LogitLensError(f"{option} {path} is a directory: give a file name")
-        if path.suffix.lower() not in suffixes:
-            raise LogitLensError(
-                f"{option} {path}: the file name must end in {', '.join(suffixes)} (the suffix picks the format)"
-            )
-        folder = path.parent if str(path.parent) else Path(".")
-        if not folder.is_dir():
-            raise LogitLensError(f"{option} {path}: the folder {folder} does not exist; create it first")
-    if getattr(args, "quiet", False) and not any(path for _, path, _ in outputs):
-        warnings.warn(
-            "--quiet with no --json, --html or --png: nothing will be shown or written", stacklevel=2
+# The output options of run and compare: (option, the suffixes it takes). Each picks its format by suffix.
+OUTPUTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("json", (".json", ".parquet")),
+    ("html", (".html", ".htm")),
+    ("png", IMAGE_SUFFIXES),
+)
+
+
+def check_outputs(args, outputs: tuple[tuple[str, tuple[str, ...]], ...] = OUTPUTS) -> None:
+    """Before any model is loaded: every output can be written (suffix, folder, a probe file created and
+    removed there), so that a run never ends in a failed write. --quiet with nothing to write is refused."""
+    from logitlens.core.files import check_writable
+
+    given = []
+    for name, suffixes in outputs:
+        path = getattr(args, name, None)
+        if path is not None:
+            check_writable(path, f"--{name}", suffixes)
+            given.append(name)
+    if getattr(args, "quiet", False) and not given and getattr(args, "out", None) is None:
+        names = ", ".join(f"--{name}" for name, _ in outputs) + (" or --out" if hasattr(args, "out") else "")
+        raise LogitLensError(
+            f"--quiet with no output file would show and write nothing: give {names}, or drop --quiet"
         )
+
+
+def write_outputs(writers: list[tuple[str, Callable[[], Path]]]) -> None:
+    """Call each (option, writer) in order, saying "wrote F" for each file written; a late failure (a full
+    disk) does not stop the others: every one is tried, then the first failure is raised, naming it."""
+    failed: list[str] = []
+    for option, write in writers:
+        try:
+            print(f"wrote {write()}", file=sys.stderr)
+        except LogitLensError as exc:
+            failed.append(f"{option}: {exc}")
+    if failed:
+        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+        raise LogitLensError(failed[0] + more)
 
 
 @contextlib.contextmanager

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 from pathlib import Path
 
 from logitlens.cli.common import (
     add_lens_args,
     add_model_args,
+    add_model_option,
     add_prompt_args,
     check_common,
     check_outputs,
@@ -21,6 +21,7 @@ from logitlens.cli.common import (
     parse_targets,
     read_inputs,
     sigint_deferred,
+    write_outputs,
 )
 from logitlens.errors import LogitLensError
 
@@ -39,9 +40,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         type=Path,
         help="save every model's result: F.json becomes F-<model>.json (or .parquet), one file per model",
     )
-    p.add_argument(
-        "--model", action="append", required=True, help="a model ('default', HF id or path); repeat"
-    )
+    add_model_option(p, several="repeat: two or more", required=True)
     p.add_argument("--quiet", action="store_true", help="do not print the tables")
     add_prompt_args(p)
     add_model_args(p)
@@ -132,20 +131,20 @@ def _rewrap(base, tuned, args):
 
 def _write_compare_outputs(results, names, args) -> None:
     """One result file per model (F-<model>.json), one HTML page of every prompt, the side-by-side image of
-    the first prompt; "wrote F" as each is written."""
-    if args.json:
-        from logitlens.views.model import distinct_names
+    the first prompt; "wrote F" as each is written, and a late failure does not stop the others."""
+    from logitlens.views.model import distinct_names
+    from logitlens.views.png import write_compare_png
+    from logitlens.views.report import write_compare_html
 
+    writers = []
+    if args.json:
         for name, res in zip(distinct_names(results, names), results, strict=True):
             slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "model"
             path = args.json.with_name(f"{args.json.stem}-{slug}{args.json.suffix}")
-            print(f"wrote {res.save(path)}", file=sys.stderr)
+            writers.append(("--json", lambda res=res, path=path: res.save(path)))
     if args.html:
-        from logitlens.views.report import write_compare_html
-
         every = list(range(results[0].n_prompts))
-        print(f"wrote {write_compare_html(results, names, args.html, every)}", file=sys.stderr)
+        writers.append(("--html", lambda: write_compare_html(results, names, args.html, every)))
     if args.png:
-        from logitlens.views.png import write_compare_png
-
-        print(f"wrote {write_compare_png(results, names, args.png)}", file=sys.stderr)
+        writers.append(("--png", lambda: write_compare_png(results, names, args.png)))
+    write_outputs(writers)

@@ -10,17 +10,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-from logitlens.cli.common import add_model_args, json_ready, load
+from logitlens.cli.common import (
+    add_model_args,
+    add_model_option,
+    check_outputs,
+    json_ready,
+    load,
+    write_outputs,
+)
 from logitlens.errors import LogitLensError
 from logitlens.tasks.data import SPLITS, Corpus
 
 __all__ = ["add_parser", "run"]
 
-_OUTPUTS = ("json", "csv", "png", "html")
+_OUTPUTS = (("json", (".json",)), ("csv", (".csv",)), ("png", (".png",)), ("html", (".html", ".htm")))
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -32,12 +38,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "against the actual next token (nats, bits per token), KL to the final row, entropy, top-1 "
         "agreement with the final row and top-1 accuracy, each with its standard error.",
     )
-    p.add_argument(
-        "--model",
-        action="append",
-        default=[],
-        help="'default' (SmolLM2-135M), a HF id or a local path; repeat to line several up on relative depth",
-    )
+    add_model_option(p, several="repeat to line several up on relative depth")
     p.add_argument(
         "--data",
         nargs="+",
@@ -86,27 +87,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _check_folder(path: Path | None, flag: str) -> None:
-    if path is None:
-        return
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise LogitLensError(
-            f"cannot write {flag} {path}: the folder '{folder}' does not exist; create it first"
-        )
-    if path.is_dir():
-        raise LogitLensError(f"cannot write {flag} {path}: it is a folder; give a file name")
-
-
 def _check_eval_args(args) -> None:
     for name, low in (("tokens", 1), ("seq_len", 2), ("batch_size", 1), ("memory_budget", 1)):
         value = getattr(args, name, None)
         if value is not None and value < low:
             raise LogitLensError(f"--{name.replace('_', '-')} must be at least {low}, got {value}")
-    for name in _OUTPUTS:
-        _check_folder(getattr(args, name, None), f"--{name}")
-    if args.png is not None and args.png.suffix.lower() != ".png":
-        raise LogitLensError(f"--png {args.png}: the file name must end in .png")
+    check_outputs(args, _OUTPUTS)
 
 
 def run(args) -> int:
@@ -188,30 +174,26 @@ def _eval_lenses(specs: list[str]) -> list[tuple[str, Any]]:
 
 
 def _write_eval_outputs(table, args) -> None:
+    """Every asked-for file, each whole or not at all (atomic); a late failure does not stop the others."""
+    from logitlens.core.files import write_atomic
     from logitlens.views.evaluation import write_eval_html, write_eval_png
 
-    written = []
-    try:
-        if args.json:
-            doc = {
-                "format": "logitlens.eval",
-                "version": 1,
-                "runs": table.attrs.get("runs", []),
-                "rows": table.to_dict(orient="records"),
-            }
-            args.json.write_text(json.dumps(json_ready(doc), ensure_ascii=False, allow_nan=False, indent=1))
-            written.append(args.json)
-        if args.csv:
-            table.to_csv(args.csv, index=False)
-            written.append(args.csv)
-    except OSError as exc:
-        raise LogitLensError(f"cannot write {exc.filename}: {exc.strerror or exc}") from None
+    doc = {
+        "format": "logitlens.eval",
+        "version": 1,
+        "runs": table.attrs.get("runs", []),
+        "rows": table.to_dict(orient="records"),
+    }
+    writers = []
+    if args.json:
+        text = json.dumps(json_ready(doc), ensure_ascii=False, allow_nan=False, indent=1)
+        writers.append(("--json", lambda: write_atomic(args.json, lambda t: t.write_text(text), "the JSON")))
+    if args.csv:
+        writers.append(
+            ("--csv", lambda: write_atomic(args.csv, lambda t: table.to_csv(t, index=False), "the CSV file"))
+        )
     if args.png:
-        written.append(write_eval_png(table, args.png))
+        writers.append(("--png", lambda: write_eval_png(table, args.png)))
     if args.html:
-        written.append(write_eval_html(table, args.html))
-    for path in written:
-        print(f"wrote {path}", file=sys.stderr)
-
-
-# ---- run --out ----------------------------------------------------------------------------------------
+        writers.append(("--html", lambda: write_eval_html(table, args.html)))
+    write_outputs(writers)

@@ -15,6 +15,7 @@ from logitlens.cli.common import (
     EXIT_INTERRUPTED,
     add_lens_args,
     add_model_args,
+    add_model_option,
     add_prompt_args,
     check_common,
     check_outputs,
@@ -23,6 +24,7 @@ from logitlens.cli.common import (
     parse_concepts,
     parse_targets,
     read_inputs,
+    write_outputs,
 )
 from logitlens.errors import LogitLensError
 
@@ -33,7 +35,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``run`` to the ``logitlens`` sub-commands; returns its parser."""
     p = subparsers.add_parser("run", help="run the lens on prompts and show the result")
     p.add_argument("prompts", nargs="*", metavar="PROMPT", help="prompt text (several allowed)")
-    p.add_argument("--model", default="default", help="'default' (SmolLM2-135M), a HF id or a local path")
+    add_model_option(p)
     p.add_argument(
         "--prompts-file",
         help="one prompt per line, or 'prompt<TAB>answer' lines, or JSON Lines "
@@ -51,7 +53,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="track a concept: comma-separated words such as 'Paris,Parigi' or 'en=mountain'; the summed "
         "mass of the first token of each word's variants (leading space, capital); repeat for several",
     )
-    p.add_argument("--json", type=Path, help="save the result as JSON (logitlens.LensResult.load reads it)")
+    p.add_argument(
+        "--json",
+        type=Path,
+        help="save the result: F.json (the versioned JSON schema) or F.parquet (the long table); "
+        "logitlens.LensResult.load reads either",
+    )
+    p.add_argument(
+        "--subblocks",
+        action="store_true",
+        help="add each block's after-attention row (i.attn) beside its output row (i)",
+    )
     p.add_argument("--quiet", action="store_true", help="do not print the tables")
     p.add_argument(
         "--remote",
@@ -84,7 +96,7 @@ def run(args) -> int:
         from logitlens.model.ndif import require_ndif
 
         require_ndif()
-    lens = load(args.model, args, args.tuned_lens)
+    lens = load(args.model, args, args.tuned_lens, prompts=prompts)
     vocab = lens.decoder.vocab_size
     if args.top_k > vocab:
         raise LogitLensError(f"--top-k must be at most the vocabulary size {vocab}, got {args.top_k}")
@@ -92,21 +104,10 @@ def run(args) -> int:
         concepts = make_concepts(lens, concept_specs)
         targets += concepts
         args.target = [*args.target, *concepts]  # a streamed run (--out) takes its targets from here
+    options = run_options(args, targets, answers)
     if args.out:
-        return run_streamed(lens, prompts, args)
-    res = _run_with_progress(
-        lens,
-        prompts,
-        top_k=args.top_k,
-        targets=targets,
-        positions=args.positions,
-        truncate=args.truncate,
-        batch_size=args.batch_size,
-        remote=args.remote,
-        answers=answers,
-        chat=args.chat,
-        prepend_bos=args.bos,
-    )
+        return run_streamed(lens, prompts, args, options)
+    res = _run_with_progress(lens, prompts, remote=args.remote, **options)
     if not args.quiet:
         from logitlens.views.terminal import print_result
 
@@ -158,18 +159,36 @@ def _run_with_progress(lens, prompts, /, **kwargs):
     return res if order == list(range(res.n_prompts)) else res.select(order)
 
 
+def run_options(args, targets: list | None = None, answers: list | None = None) -> dict:
+    """The options of ``lens.run`` that change values, from the command line: one source for the terminal,
+    --json/--html/--png and --out (whose run record keeps every one, so --resume notices a change)."""
+    return {
+        "top_k": args.top_k,
+        "targets": parse_targets(args.target) if targets is None else targets,
+        "positions": args.positions,
+        "truncate": args.truncate,
+        "batch_size": args.batch_size,
+        "answers": answers,
+        "chat": args.chat,
+        "prepend_bos": args.bos,
+        "include_subblocks": getattr(args, "subblocks", False),
+    }
+
+
 def _write_outputs(res, args) -> None:
-    """Write each asked-for file, whole or not at all, saying "wrote X" as each one is written."""
+    """Write each asked-for file, whole or not at all, saying "wrote X" as each one is written; one that
+    fails late (a full disk) does not keep the others from being written."""
+    from logitlens.views.png import write_png
+    from logitlens.views.report import write_html
+
+    writers = []
     if getattr(args, "json", None):
-        print(f"wrote {res.save(args.json)}", file=sys.stderr)
+        writers.append(("--json", lambda: res.save(args.json)))
     if args.html:
-        from logitlens.views.report import write_html
-
-        print(f"wrote {write_html(res, args.html)}", file=sys.stderr)
+        writers.append(("--html", lambda: write_html(res, args.html)))
     if args.png:
-        from logitlens.views.png import write_png
-
-        print(f"wrote {write_png(res, args.png)}", file=sys.stderr)
+        writers.append(("--png", lambda: write_png(res, args.png)))
+    write_outputs(writers)
 
 
 # ---- run --out ----------------------------------------------------------------------------------------
@@ -185,6 +204,9 @@ def add_stream_args(run_parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="continue an interrupted --out run after its last complete batch (same prompts and options)",
     )
+    run_parser.add_argument(
+        "--overwrite", action="store_true", help="replace a finished --out file (it is kept otherwise)"
+    )
     run_parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
@@ -194,10 +216,22 @@ def check_stream_args(args) -> None:
     if out is None:
         if getattr(args, "resume", False):
             raise LogitLensError("--resume continues a streamed run: give --out FILE too")
+        if getattr(args, "overwrite", False):
+            raise LogitLensError("--overwrite replaces a streamed run's file: give --out FILE too")
         return
     from logitlens.core.files import check_stream_output
 
     check_stream_output(out)
+    parts = out.with_name(out.name + ".parts")  # tasks.stream.parts_dir, without importing torch
+    if parts.is_dir() and not args.resume:
+        raise LogitLensError(
+            f"{parts} holds an interrupted run: pass --resume to continue it, or delete that folder to start over"
+        )
+    if out.exists() and not parts.is_dir() and not (args.resume or getattr(args, "overwrite", False)):
+        raise LogitLensError(
+            f"--out {out} already exists: pass --overwrite to replace it, or --resume to keep it if it holds "
+            "this run"
+        )
     held = [f"--{name}" for name in ("json", "html", "png") if getattr(args, name, None)]
     if held:
         raise LogitLensError(
@@ -206,8 +240,10 @@ def check_stream_args(args) -> None:
         )
 
 
-def run_streamed(lens, prompts, args) -> int:
-    """``logitlens run ... --out F``: stream the run to F and print the per-row aggregate table."""
+def run_streamed(lens, prompts, args, options: dict | None = None) -> int:
+    """``logitlens run ... --out F``: stream the run to F and print the per-row aggregate table.
+
+    options: ``run_options(args, ...)`` (default: from ``args`` alone, without answers)."""
     from logitlens.tasks.stream import parts_dir, stream
 
     check_stream_args(args)
@@ -217,12 +253,9 @@ def run_streamed(lens, prompts, args) -> int:
             prompts,
             args.out,
             resume=args.resume,
+            overwrite=getattr(args, "overwrite", False),
             progress=not getattr(args, "no_progress", False),
-            top_k=args.top_k,
-            targets=parse_targets(args.target),
-            positions=args.positions,
-            truncate=args.truncate,
-            batch_size=args.batch_size,
+            **(options if options is not None else run_options(args)),
         )
     except KeyboardInterrupt:
         print(

@@ -1,4 +1,4 @@
-"""The ``logitlens train-lens`` command: train a tuned lens on a corpus (``logitlens.training``).
+"""The ``logitlens train-lens`` command: train a tuned lens on a corpus (``logitlens.tasks.training``).
 
     logitlens train-lens --model default --data sample --out lenses/smollm2 --steps 40 --seq-len 128 \\
         --batch-tokens 1024
@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from logitlens.cli.common import EXIT_INTERRUPTED, load
+from logitlens.cli.common import EXIT_INTERRUPTED, add_model_option, load
 from logitlens.errors import LogitLensError
 
 __all__ = ["add_parser", "run"]
@@ -40,7 +40,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "into --out as config.json + translators.safetensors (TunedLens.save), with a checkpoint every "
         "--checkpoint-every steps until it is done.",
     )
-    p.add_argument("--model", default="default", help="'default' (SmolLM2-135M), a HF id or a local path")
+    add_model_option(p)
     p.add_argument(
         "--data",
         nargs="+",
@@ -113,9 +113,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--eval-tokens",
         type=int,
-        default=t.EVAL_TOKENS,
+        default=None,
         metavar="N",
-        help=f"at the end, per-row KL of the logit and tuned lens on N held-out tokens (default {t.EVAL_TOKENS}; 0: skip)",
+        help="at the end, per-row KL of the logit and tuned lens on N held-out tokens (default: as many as "
+        f"were trained on, at most {t.EVAL_TOKENS}; 0: skip)",
     )
     p.add_argument(
         "--dtype",
@@ -141,6 +142,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def _check_args(args) -> None:
     """Everything that needs no model, before it loads."""
+    from logitlens.tasks import training as t
     from logitlens.tasks.data import Corpus
     from logitlens.tasks.training import check_out
 
@@ -166,6 +168,8 @@ def _check_args(args) -> None:
             "raise --batch-tokens or lower --seq-len"
         )
     check_out(args.out, resume=args.resume, overwrite=args.overwrite)
+    if args.eval_tokens is None:  # the held-out check scales with the run: a one-step trial stays short
+        args.eval_tokens = min(t.EVAL_TOKENS, args.steps * args.batch_tokens)
     Corpus.read(args.data, lines=args.lines, field=args.field).split("train", seed=args.split_seed)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from logitlens.errors import LogitLensError
 
-__all__ = ["write_atomic"]
+__all__ = ["STREAM_SUFFIXES", "check_stream_output", "check_writable", "write_atomic"]
 
 
 def write_atomic(path: str | Path, write: Callable[[Path], object], what: str) -> Path:
@@ -52,13 +52,48 @@ def write_atomic(path: str | Path, write: Callable[[Path], object], what: str) -
     return path
 
 
+def check_writable(
+    path: str | Path, option: str, suffixes: tuple[str, ...] | None = None, *, folder_ok: bool = False
+) -> Path:
+    """Refuse, in one line and before any long work, an output that could not be written: a suffix that is
+    not one of ``suffixes`` (the suffix picks the format), a folder in the way of a file, a missing folder,
+    or a folder where no file can be created (read-only, no permission: a probe file is created and removed
+    there). ``folder_ok``: the output is a folder (made with its parents when written). ``option`` names
+    the output in the message ("--json").
+    """
+    path = Path(path)
+    if path.is_dir() and not folder_ok:
+        raise LogitLensError(f"{option} {path} is a directory: give a file name")
+    if suffixes is not None and path.suffix.lower() not in suffixes:
+        raise LogitLensError(
+            f"{option} {path}: the file name must end in {', '.join(suffixes)} (the suffix picks the format)"
+        )
+    folder = path.parent if str(path.parent) else Path(".")
+    if folder_ok:  # a folder output, made with its parents on write: the nearest existing one must take it
+        folder = path
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+    if not folder.is_dir():
+        raise LogitLensError(f"{option} {path}: the folder {folder} does not exist; create it first")
+    try:
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".logitlens-probe-", suffix=".tmp")
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise LogitLensError(
+            f"{option} {path}: cannot write in the folder {folder} ({reason}); choose another place"
+        ) from None
+    os.close(fd)
+    os.unlink(name)
+    return path
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
 
 
-STREAM_SUFFIXES = (".parquet", ".jsonl")  # the files a streamed run writes (logitlens.stream)
+STREAM_SUFFIXES = (".parquet", ".jsonl")  # the files a streamed run writes (logitlens.tasks.stream)
 
 
 def check_stream_output(path: str | Path) -> Path:
@@ -72,4 +107,4 @@ def check_stream_output(path: str | Path) -> Path:
         raise LogitLensError(f"cannot write {path}: the folder '{folder}' does not exist; create it first")
     if path.is_dir():
         raise LogitLensError(f"cannot write {path}: it is a folder; give a file name")
-    return path
+    return check_writable(path, "--out")

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from logitlens.errors import LogitLensError
+
 __all__ = ["SITES", "Row", "default_rows", "parse_row_name"]
 
 SITES = ("embed", "resid", "attn")  # where a row is read; component outputs come with attribution
@@ -35,9 +37,9 @@ class Row:
 
     def __post_init__(self) -> None:
         if self.site not in SITES:
-            raise ValueError(f"unknown row site {self.site!r}; choose one of: {', '.join(SITES)}")
+            raise LogitLensError(f"unknown row site {self.site!r}; choose one of: {', '.join(SITES)}")
         if (self.site == "embed") != (self.layer == -1):
-            raise ValueError(
+            raise LogitLensError(
                 f"row layer {self.layer} with site {self.site!r}: -1 is the embeddings' layer alone"
             )
 
@@ -81,5 +83,5 @@ def parse_row_name(name: str) -> Row:
         return Row(-1, "embed")
     layer, _, site = name.partition(".")
     if not layer.isdigit():
-        raise ValueError(f"not a row name: {name!r} (expected 'embed', '3' or '3.attn')")
+        raise LogitLensError(f"not a row name: {name!r} (expected 'embed', '3' or '3.attn')")
     return Row(int(layer), site or "resid")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from logitlens.core.rows import Row
 from logitlens.errors import LogitLensError
@@ -16,7 +16,16 @@ from logitlens.errors import LogitLensError
 if TYPE_CHECKING:
     from logitlens.engine.result import LensResult
 
-__all__ = ["critical_rows", "first_row", "first_stable", "largest_changes", "largest_drop", "summary"]
+__all__ = [
+    "CriticalLayer",
+    "critical_row_indices",
+    "critical_rows",
+    "first_row",
+    "first_stable",
+    "largest_changes",
+    "largest_drop",
+    "summary",
+]
 
 
 def summary(res: LensResult, position: int = -1):
@@ -39,7 +48,7 @@ def summary(res: LensResult, position: int = -1):
     for i in range(res.n_prompts):
         j = res.column_at(i, position)
         stable = min(first_stable(res.stats["agrees_with_final"][i, :, j].tolist()), res.n_rows - 1)
-        rises, falls = critical_rows(res, i, position)
+        rises, falls = critical_row_indices(res, i, position)
         rec = {
             "prompt": res.prompts[i] if res.prompts and res.prompts[i] is not None else i,
             "position": int(res.positions[i, j]),
@@ -69,10 +78,20 @@ def summary(res: LensResult, position: int = -1):
     return pd.DataFrame.from_records(records)
 
 
+class CriticalLayer(NamedTuple):
+    """One critical layer: ``layer`` the block index (-1 = embeddings, as the tables' ``layer`` column),
+    ``row`` its row name ("23", "23.attn") and ``nats`` the size of the change."""
+
+    layer: int
+    row: str
+    nats: float
+
+
 def critical_rows(
     res, prompt: int = 0, position: int = -1, top: int = 3
-) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
-    """The critical layers of one prompt at one decoded column, as (row index, size) lists:
+) -> tuple[list[CriticalLayer], list[CriticalLayer]]:
+    """The critical layers of one prompt at one decoded column, as ``CriticalLayer(layer, row, nats)``
+    lists (the block index, as every table and the summary number rows):
 
     - rises: the ``top`` rows r where log p_r(final top-1) - log p_{r-1}(final top-1) is largest
       (the final row's top-1 token; only rises > 0), in nats;
@@ -82,6 +101,17 @@ def critical_rows(
     The steps from the embeddings through block 0 are left out: on tied-embedding models the embedding
     row's KL to the final is huge, so the step into block 0 would always win.
     """
+    rises, falls = critical_row_indices(res, prompt, position, top)
+    return (
+        [CriticalLayer(res.rows[r].layer, res.rows[r].name, size) for r, size in rises],
+        [CriticalLayer(res.rows[r].layer, res.rows[r].name, size) for r, size in falls],
+    )
+
+
+def critical_row_indices(
+    res, prompt: int = 0, position: int = -1, top: int = 3
+) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+    """``critical_rows`` as (row index into ``res.rows``, nats) pairs, for code that indexes the rows."""
     if (
         isinstance(prompt, bool)
         or not isinstance(prompt, int)

@@ -281,7 +281,8 @@ def unpad(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> list[
 
 
 def resolve_positions(ids: list[list[int]], positions: Sequence[int] | None) -> list[list[int]]:
-    """Per prompt, the input position of each column: ``positions`` (negative from the end) or all."""
+    """Per prompt, the input position of each column, in position order: ``positions`` (negative from the
+    end) or all."""
     if positions is None:
         return [list(range(len(seq))) for seq in ids]
     if isinstance(positions, int):
@@ -309,7 +310,7 @@ def resolve_positions(ids: list[list[int]], positions: Sequence[int] | None) -> 
                 )
                 warned = True
             cols.append(q)
-        out.append(cols)
+        out.append(sorted(cols))  # columns in position order, whatever order the positions were given in
     return out
 
 

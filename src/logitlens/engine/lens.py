@@ -52,7 +52,7 @@ _CONTEXT_ATTRS = ("max_position_embeddings", "n_positions", "n_ctx", "seq_length
 class LogitLens:
     """The logit lens over a Hugging Face causal LM.
 
-    tuned_lens: a ``TunedLens`` or its folder (either layout, see ``logitlens.tuned``): every run then
+    tuned_lens: a ``TunedLens`` or its folder (either layout, see ``logitlens.engine.tuned``): every run then
     decodes through its translators (``meta["lens"] == "tuned"``). It is refused, in one line, when made for
     another model (block count, d_model, unembedding hash); ``check_hash=False`` skips the hash only.
 
@@ -125,6 +125,7 @@ class LogitLens:
         max_memory: dict | None = None,
         offload_folder: str | None = None,
         quantization: Any = None,
+        preflight: Callable[[Any, Any], None] | None = None,
         **kwargs,
     ) -> LogitLens:
         """Load ``name``: "default" (the embedded SmolLM2-135M-Instruct), a Hugging Face id or a local path.
@@ -136,8 +137,10 @@ class LogitLens:
         device, for remote runs: nothing is downloaded but the config and tokenizer. device_map ("auto",
         "balanced", "sequential" or {module: device}), max_memory, offload_folder: accelerate's placement of
         a model bigger than one device; quantization: "int8" (torchao, CPU or GPU), "bnb-8bit" / "bnb-4bit"
-        (CUDA) or a transformers quantisation config (see ``logitlens.loading``). Extra keyword arguments
-        go to LogitLens().
+        (CUDA) or a transformers quantisation config (see ``logitlens.model.loading``). preflight:
+        ``fn(config, tokenizer)``, called once they are read and before the weights load, to refuse what
+        needs no weights (the CLI checks --top-k and --positions there). Extra keyword arguments go to
+        LogitLens().
         """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -189,6 +192,7 @@ class LogitLens:
             tokenizer = AutoTokenizer.from_pretrained(
                 path, trust_remote_code=trust_remote_code, revision=revision
             )
+            _before_weights(path, label, trust_remote_code, revision, device, tokenizer, kwargs, preflight)
             model = AutoModelForCausalLM.from_pretrained(path, **load_kwargs)
         except (OSError, ValueError) as exc:
             where = "local directory" if Path(path).is_dir() else "model id"
@@ -351,7 +355,7 @@ class LogitLens:
 
     def stream(self, prompts, path, *, resume: bool = False, progress: bool = True, **kwargs):
         """Run prompts batch by batch into ``path`` (.parquet or .jsonl) as each batch finishes; a killed
-        run continues with ``resume=True``. Returns the per-row aggregate (see ``logitlens.stream``).
+        run continues with ``resume=True``. Returns the per-row aggregate (see ``logitlens.tasks.stream``).
 
         Example:
             >>> lens.stream(open("facts.txt").read().splitlines(), "facts.parquet", targets=[" Paris"])
@@ -511,7 +515,7 @@ class LogitLens:
         ..., "bias") and its ``contribution`` to ``logit[target] - mean logit`` (baseline="mean") or
         ``- logit[baseline]`` (a second token) at ``position``, through the final norm frozen at the output
         row's statistics; the lines sum to the output row's logit difference (before any soft-cap). See
-        ``logitlens.attribution``.
+        ``logitlens.tasks.attribution``.
 
         Example:
             >>> df = lens.attribute("The Eiffel Tower is in the city of", " Paris")
@@ -535,6 +539,25 @@ def _tuned_lens(tuned_lens, lens: Lens | None) -> TunedLens:
         f"tuned_lens must be a folder (config.json + translators.safetensors or params.pt) or a "
         f"logitlens.TunedLens, got {type(tuned_lens).__name__} {tuned_lens!r}"
     )
+
+
+def _before_weights(path, label, trust_remote_code, revision, device, tokenizer, kwargs, preflight) -> None:
+    """What needs only the config and tokenizer, refused before the weights load: a device this machine
+    lacks, a tuned lens for another block count or width, and the caller's ``preflight`` checks."""
+    from transformers import AutoConfig
+
+    dev = str(device or "cpu")
+    if dev.startswith("cuda") and not torch.cuda.is_available():
+        raise LogitLensError(f"device '{dev}' asked for, but CUDA is not available here; use --device cpu")
+    if dev.startswith("mps") and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise LogitLensError(f"device '{dev}' asked for, but MPS is not available here; use --device cpu")
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, revision=revision)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    tuned = kwargs.get("tuned_lens")
+    if isinstance(tuned, TunedLens):
+        tuned.check_shape(getattr(text, "num_hidden_layers", None), getattr(text, "hidden_size", None), label)
+    if preflight is not None:
+        preflight(config, tokenizer)
 
 
 def _parse_dtype(dtype) -> torch.dtype | str:

@@ -23,7 +23,7 @@ import torch
 from logitlens.core.rows import Row
 from logitlens.errors import LogitLensError
 
-__all__ = ["LENSES", "FunctionLens", "IdentityLens", "Lens", "load_lens"]
+__all__ = ["LENSES", "FunctionLens", "IdentityLens", "Lens"]
 
 LENSES: dict[str, type[Lens]] = {}  # saved lens kind -> class, filled by subclasses with a ``kind``
 
@@ -36,7 +36,7 @@ class Lens:
     """
 
     name: str = "logit"
-    kind: ClassVar[str] = ""  # the key a saved lens is read back by (``load_lens``)
+    kind: ClassVar[str] = ""  # the key a saved lens is read back by (``logitlens.engine.tuned.load_lens``)
     touches_output: bool = False  # True only for a lens that must transform the model's output row too
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -132,33 +132,3 @@ class FunctionLens(Lens):
 
     def transform(self, row: Row, index: int, h: torch.Tensor) -> torch.Tensor:
         return self.fn(index, h)
-
-
-def load_lens(directory: str | Path) -> Lens:
-    """Read a lens written by ``Lens.save``, or a tuned lens folder (``config.json``: ``TunedLens.load``, in
-    the logitlens or the tuned-lens package layout); tensors load through safetensors or
-    ``torch.load(weights_only=True)`` (no object is unpickled)."""
-    path = Path(directory)
-    if not (path / "lens.json").exists() and (path / "config.json").exists():
-        from logitlens.engine.tuned import (
-            TunedLens,
-        )  # a lens of the same floor, imported on use (it subclasses Lens)
-
-        return TunedLens.load(path)
-    try:
-        info = json.loads((path / "lens.json").read_text())
-        kind = info["kind"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise LogitLensError(f"cannot read a lens from {path}: {type(exc).__name__}: {exc}") from exc
-    if kind not in LENSES:
-        raise LogitLensError(
-            f"unknown lens kind {kind!r} in {path}; known kinds: {', '.join(sorted(LENSES))}"
-        )
-    state: dict[str, torch.Tensor] = {}
-    if (path / "lens.safetensors").exists():
-        from safetensors.torch import load_file
-
-        state = load_file(str(path / "lens.safetensors"))
-    lens = LENSES[kind].from_state(info.get("config") or {}, state)
-    lens.name = info.get("name", lens.name)
-    return lens

@@ -3,7 +3,7 @@ save/load.
 
 Shapes use N prompts, R rows (``rows``: embed, then each block's output, names in ``row_names``), P
 decoded positions (the longest prompt's, or the number asked for with ``positions=``), k top tokens and T
-targets. Every statistic of the registry (``logitlens.stats``) is an attribute of the same name: (N, R, P),
+targets. Every statistic of the registry (``logitlens.core.stats``) is an attribute of the same name: (N, R, P),
 then (k,) for the top-k ones and (T,) for the per-target ones. Cells that do not exist (positions past a
 shorter prompt's end) hold the statistic's fill value (NaN, -1 or False); ``positions`` says which input
 position each column is for each prompt.
@@ -364,11 +364,15 @@ class LensResult:
         targets and answers (``logitlens.engine.analysis.summary``)."""
         return analysis.summary(self, position)
 
-    def critical_rows(
-        self, prompt: int = 0, position: int = -1, top: int = 3
-    ) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
-        """The critical layers of one prompt at one column: (rises, falls) as (row index, nats) lists
-        (``logitlens.engine.analysis.critical_rows``)."""
+    def critical_rows(self, prompt: int = 0, position: int = -1, top: int = 3):
+        """The critical layers of one prompt at one column: (rises, falls), each a list of
+        ``CriticalLayer(layer, row, nats)`` with ``layer`` the block index (embeddings = -1), as in the
+        summary and the tables (``logitlens.engine.analysis.critical_rows``).
+
+        Example:
+            >>> rises, falls = res.critical_rows(0); rises[0]
+            CriticalLayer(layer=23, row='23', nats=12.19)
+        """
         return analysis.critical_rows(self, prompt, position, top)
 
     def first_row(self, target: int = 0, threshold: int = 1, position: int = -1) -> list[str | None]:

@@ -33,10 +33,10 @@ import torch
 from torch import nn
 
 from logitlens.core.rows import Row
-from logitlens.engine.lenses import Lens
+from logitlens.engine.lenses import LENSES, Lens
 from logitlens.errors import LogitLensError, first_line
 
-__all__ = ["TunedLens", "unembed_hash"]
+__all__ = ["TunedLens", "load_lens", "unembed_hash"]
 
 CONFIG = "config.json"
 OURS = "translators.safetensors"
@@ -60,10 +60,10 @@ def _lens_unembed_hash(lens: Any) -> str | None:
     to the CPU): kept on the lens's decoder, keyed by the weight's storage and version."""
     weight = lens.decoder.weight
     key = (weight.data_ptr(), weight._version)
-    cached = getattr(lens.decoder, "_unembed_hash", None)
+    cached = lens.decoder.derived.get("unembed_hash")
     if cached is None or cached[0] != key:
         cached = (key, unembed_hash(weight))
-        setattr(lens.decoder, "_unembed_hash", cached)  # noqa: B010  (Decoder declares no such field)
+        lens.decoder.derived["unembed_hash"] = cached
     return cached[1]
 
 
@@ -142,7 +142,7 @@ class TunedLens(Lens, nn.Module):
         if j is None:
             raise LogitLensError(
                 f"the tuned lens has no translator for the sub-block row {row.name!r}; run it without "
-                "include_subblocks=True, or see them through the logit lens: lens=logitlens.lenses.IdentityLens()"
+                "include_subblocks=True, or see them through the logit lens: lens=logitlens.IdentityLens()"
             )
         if j > self.n_layers:
             raise LogitLensError(
@@ -170,19 +170,21 @@ class TunedLens(Lens, nn.Module):
         return apply
 
     # ---- compatibility --------------------------------------------------------------------------------
+    def check_shape(self, n_layers: int | None, d_model: int | None, model_name: str) -> None:
+        """Refuse, in one line, a tuned lens for another block count or width (None: not known, skipped).
+        Needs only the model's config: runs before its weights load."""
+        trained_for = self.meta.get("base_model_name_or_path") or "an unnamed model"
+        for what, ours, theirs in (("blocks", self.n_layers, n_layers), ("d_model", self.d_model, d_model)):
+            if theirs is not None and ours != theirs:
+                raise LogitLensError(
+                    f"this tuned lens was trained for {trained_for} with {what} = {ours}, but "
+                    f"{model_name} has {what} = {theirs}; train one for it with `logitlens train-lens`"
+                )
+
     def check(self, lens: Any, *, check_hash: bool = True) -> None:
         """Refuse, in one line, a tuned lens made for another model than ``lens``'s (a LogitLens)."""
         trained_for = self.meta.get("base_model_name_or_path") or "an unnamed model"
-        d_model = int(lens.decoder.weight.shape[1])
-        for what, ours, theirs in (
-            ("blocks", self.n_layers, lens.n_layers),
-            ("d_model", self.d_model, d_model),
-        ):
-            if ours != theirs:
-                raise LogitLensError(
-                    f"this tuned lens was trained for {trained_for} with {what} = {ours}, but "
-                    f"{lens.name} has {what} = {theirs}; train one for it with `logitlens train-lens`"
-                )
+        self.check_shape(lens.n_layers, int(lens.decoder.weight.shape[1]), lens.name)
         want = self.meta.get("unembed_hash")
         have = _lens_unembed_hash(lens) if check_hash and want else None
         if have is not None and have != want:
@@ -359,3 +361,29 @@ def _read_package_state(file: Path, config: dict[str, Any]) -> dict[str, torch.T
             "(d_model, d_model) with a (d_model,) bias"
         ) from None
     return out
+
+
+def load_lens(directory: str | Path) -> Lens:
+    """Read a lens written by ``Lens.save``, or a tuned lens folder (``config.json``: ``TunedLens.load``, in
+    the logitlens or the tuned-lens package layout); tensors load through safetensors or
+    ``torch.load(weights_only=True)`` (no object is unpickled)."""
+    path = Path(directory)
+    if not (path / "lens.json").exists() and (path / "config.json").exists():
+        return TunedLens.load(path)
+    try:
+        info = json.loads((path / "lens.json").read_text())
+        kind = info["kind"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise LogitLensError(f"cannot read a lens from {path}: {type(exc).__name__}: {exc}") from exc
+    if kind not in LENSES:
+        raise LogitLensError(
+            f"unknown lens kind {kind!r} in {path}; known kinds: {', '.join(sorted(LENSES))}"
+        )
+    state: dict[str, torch.Tensor] = {}
+    if (path / "lens.safetensors").exists():
+        from safetensors.torch import load_file
+
+        state = load_file(str(path / "lens.safetensors"))
+    lens = LENSES[kind].from_state(info.get("config") or {}, state)
+    lens.name = info.get("name", lens.name)
+    return lens

@@ -363,6 +363,9 @@ class Decoder:
                 f"'{arch.unembed}' of model_type '{self.model_type}' has no 2-D weight to unembed with"
             )
         self.weight = weight  # (V, d) the model's own tensor, never copied
+        # Values derived from the weights that are costly to recompute (a tuned lens's unembedding hash),
+        # by name: (key the value was computed for, value). Callers check the key before using a value.
+        self.derived: dict[str, tuple[Any, Any]] = {}
         self.bias = getattr(unembed, "bias", None)  # (V,) or None
         cfg: Any = model.config
         text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg

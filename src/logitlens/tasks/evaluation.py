@@ -1,6 +1,6 @@
 """Corpus metrics: how well each row's decoding predicts the text, averaged over every position of a corpus.
 
-``evaluate(lens, data)`` packs a corpus into sequences (``logitlens.data``), runs them through the lens's
+``evaluate(lens, data)`` packs a corpus into sequences (``logitlens.tasks.data``), runs them through the lens's
 batched path (``LogitLens.iter_run``: one forward per batch, every row x position of the batch decoded in
 the same large products and reduced on the device) and folds each batch into running per-row sums
 (``RowAggregate``), so memory does not grow with the corpus. Per row (embeddings, each block's output,
@@ -161,7 +161,8 @@ def evaluate(
     data: a source or list of sources for ``Corpus.read`` ("sample", text/JSONL/CSV/Parquet files, a
     ``datasets`` folder), a ``Corpus`` (texts in memory: ``Corpus.from_texts``), or token ids used as
     they are, without packing or split: a (N, T) LongTensor or a list of id lists.
-    tokens: evaluate about this many tokens (rounded up to whole sequences); default: the whole split.
+    tokens: evaluate about this many tokens (rounded up to whole sequences; fewer than ``seq_len``: one
+    sequence of that many tokens); default: the whole split.
     seq_len: tokens per packed sequence (at most the model's context). split: "validation" (the
     default), "train" or "all"; a ``Corpus`` already split is used as it is unless ``split`` is given.
     seed: the split's seed. lines, field: how sources are read. batch_size: sequences per forward pass
@@ -184,6 +185,8 @@ def evaluate(
         isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
     ):
         raise LogitLensError(f"batch_size (--batch-size) must be a positive integer, got {batch_size!r}")
+    if tokens is not None and tokens < seq_len:  # less than one sequence: one shorter sequence, not 512
+        seq_len = max(2, tokens)
     seqs, info = _sequences(lens, data, tokens, seq_len, split, seed, lines, field)
     bs = batch_size or max(1, TOKENS_PER_BATCH // max(len(s) for s in seqs))
     total = sum(len(s) for s in seqs)
@@ -244,7 +247,7 @@ def _sequences(lens, data, tokens, seq_len, split, seed, lines, field) -> tuple[
         corpus = Corpus.read(data, lines=lines, field=field)
     else:
         raise LogitLensError(
-            "data must be a corpus source ('sample' or a path), a list of them, a logitlens.data.Corpus, or "
+            "data must be a corpus source ('sample' or a path), a list of them, a logitlens.Corpus, or "
             f"token ids (a LongTensor or lists of ints), got {type(data).__name__}"
         )
     ctx = lens.context_length

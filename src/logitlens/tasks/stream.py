@@ -167,7 +167,15 @@ def _check_same(old: dict[str, Any], new: dict[str, Any], path: Path) -> None:
 
 # ---- stream -------------------------------------------------------------------------------------------
 def stream(
-    lens, prompts, path: str | Path, /, *, resume: bool = False, progress: bool = True, **run_kwargs: Any
+    lens,
+    prompts,
+    path: str | Path,
+    /,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    **run_kwargs: Any,
 ) -> pd.DataFrame:
     """Run ``lens`` (a ``LogitLens``) on ``prompts`` and write the long table to ``path`` (.parquet or
     .jsonl) batch by batch; returns the per-row aggregate (``aggregate_table``). See the module docstring
@@ -175,8 +183,9 @@ def stream(
 
     prompts: a list of strings or of token-id lists (or a (B, T) LongTensor, no padding). Other keyword
     arguments go to ``iter_run`` (top_k, targets, positions, truncate, batch_size, lens, transform,
-    include_subblocks). ``df.attrs``: path, prompts, resumed (prompts already written before this call),
-    lines (of the file), seconds.
+    include_subblocks). A finished file at ``path`` is kept: ``resume=True`` checks it against these
+    options, ``overwrite=True`` replaces it. ``df.attrs``: path, prompts, resumed (prompts already written
+    before this call), lines (of the file), seconds.
     """
     path = check_output(path)
     if "attention_mask" in run_kwargs:
@@ -215,6 +224,11 @@ def stream(
         df = aggregate_table(path)
         df.attrs.update(path=str(path), prompts=len(plist), resumed=len(plist), seconds=0.0)
         return df
+    elif path.exists() and not overwrite:
+        raise LogitLensError(
+            f"{path} already exists: pass --overwrite (overwrite=True) to replace it, or --resume "
+            "(resume=True) to keep it if it holds this run"
+        )
 
     t0 = time.perf_counter()
     remaining = [i for i in range(len(plist)) if i not in done]

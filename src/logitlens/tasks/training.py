@@ -34,7 +34,7 @@ and ``ingredients.py``; the values below are the package's unless marked "ours")
 - ours: checkpoints every 10 steps; a held-out evaluation on 2,048 tokens of the validation split at the
   end (per-row KL of the logit lens and the trained lens, in the lens's config).
 
-Data: the corpus (``logitlens.data.Corpus``) is split by whole documents with ``split_seed`` (0: the split
+Data: the corpus (``logitlens.Corpus``) is split by whole documents with ``split_seed`` (0: the split
 ``logitlens eval`` reads by default, so its validation split is never trained on); the train split is packed
 into sequences of ``seq_len`` tokens, and each step takes ``batch_tokens // seq_len`` of them. The
 sequences of step ``s`` are a pure function of (seed, s): stream index k = s * per_step + b maps to
@@ -127,9 +127,12 @@ class Interrupted(KeyboardInterrupt):
 def check_out(out: str | os.PathLike, *, resume: bool = False, overwrite: bool = False) -> bool:
     """Refuse (one line) an ``out`` folder that does not fit ``resume`` / ``overwrite``; True when there
     is a checkpoint to resume from. Cheap: reads no file, imports no model."""
+    from logitlens.core.files import check_writable
+
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise LogitLensError(f"--out {path} is a file; give a folder for the tuned lens")
+    check_writable(path, "--out", folder_ok=True)  # before any training: the lens could not be saved
     if resume and overwrite:
         raise LogitLensError("give --resume (continue a run) or --overwrite (start over), not both")
     has_checkpoint = (path / CHECKPOINT).is_file()
@@ -186,7 +189,7 @@ def _corpus(data, lines: bool, field: str) -> Corpus:
     ):
         return Corpus.read(data, lines=lines, field=field)
     raise LogitLensError(
-        "data must be a corpus source ('sample' or a path), a list of them, or a logitlens.data.Corpus, "
+        "data must be a corpus source ('sample' or a path), a list of them, or a logitlens.Corpus, "
         f"got {type(data).__name__}"
     )
 
@@ -399,7 +402,7 @@ def train_tuned_lens(
 ) -> TunedLens:
     """Train a tuned lens for ``lens`` (a ``LogitLens``) on ``data`` and save it into ``out``.
 
-    data: "sample", file paths (see ``logitlens.data``), or a ``Corpus`` (one not yet split is split with
+    data: "sample", file paths (see ``logitlens.tasks.data``), or a ``Corpus`` (one not yet split is split with
     ``split_seed``: training reads the train split, the held-out evaluation the validation split; an
     already split Corpus is trained on as it is, with no held-out evaluation). steps, batch_tokens (tokens
     per step, rounded down to whole sequences), seq_len (default: 2048 or the model's context, if shorter),

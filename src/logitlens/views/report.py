@@ -199,7 +199,7 @@ def notebook_html(result: LensResult, prompt: int = 0, *, embed_plotlyjs: bool |
         note = (
             f'<p style="font-size:13px;color:#57606a">prompt {prompt + 1} of {result.n_prompts}; show another '
             "with <code>res.plot(prompt=i)</code> (i from 0), or all with "
-            "<code>logitlens.report.write_html(res, 'report.html')</code></p>"
+            "<code>logitlens.views.report.write_html(res, 'report.html')</code></p>"
         )
     return head + figure_div(fig) + note
 

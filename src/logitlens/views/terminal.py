@@ -180,11 +180,19 @@ def summary_line(result: LensResult, prompt: int = 0) -> Text:
     """final top-1 (p) · where it stays top-1 from · the critical layers · each target's and the answer's
     first top-1 row."""
     s = prompt_summary(result, prompt)
-    line = Text.assemble(
-        ("final top-1 ", "dim"),
-        (f"{s.final_top1} ({s.final_prob:.2f})", "bold"),
-        ("  stays top-1 from: ", "dim"),
-        (s.first_stable_label, "bold"),
+    line = Text()
+    if not s.at_last_token:
+        line.append(
+            f"at position {s.position} {visible(s.token)} (the prompt's last position was not decoded)\n",
+            style="dim",
+        )
+    line.append_text(
+        Text.assemble(
+            ("final top-1 ", "dim"),
+            (f"{s.final_top1} ({s.final_prob:.2f})", "bold"),
+            ("  stays top-1 from: ", "dim"),
+            (s.first_stable_label, "bold"),
+        )
     )
     for t in s.targets:
         line.append(f"  {t.name} top-1 from: ", style="dim")

@@ -4,7 +4,7 @@ No plotting or terminal library is imported here. The Plotly figures (``plotly.p
 (``png.py``), the rich tables (``terminal.py``) and the offline HTML pages (``report.py``) render what these
 functions return and never read a result's tensors themselves.
 
-Statistics are named as in the registry (``logitlens.stats``); older names ("kl", "top_prob",
+Statistics are named as in the registry (``logitlens.core.stats``); older names ("kl", "top_prob",
 "final_prob", "target_prob", "target_rank", "prob", "rank") resolve through ``stats.get_statistic``. A
 statistic added with ``stats.register_statistic`` appears in every menu (``menu_entries``) and hover box
 (``hover_records``) with no change here.
@@ -38,6 +38,7 @@ from logitlens.views.model.grid import (
     menu_entries,
     rank_ticks,
     stat_grid,
+    stat_plane,
 )
 from logitlens.views.model.heatmap import HeatmapModel, heatmap_model
 from logitlens.views.model.summary import (
@@ -61,6 +62,7 @@ from logitlens.views.model.text import (
     next_labels,
     position_text,
     prompt_label,
+    stat_label,
     statistic,
     target_index,
 )

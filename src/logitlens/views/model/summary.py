@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from logitlens.core.tokens import visible
-from logitlens.engine.analysis import first_stable, largest_drop
+from logitlens.engine.analysis import critical_row_indices, first_stable, largest_drop
 from logitlens.engine.result import LensResult
 from logitlens.views.model.text import check_prompt
 
@@ -79,6 +79,9 @@ class PromptSummary:
     rises: tuple[Change, ...] = ()  # the final top-1's log-probability rises most (top 3)
     falls: tuple[Change, ...] = ()  # the KL to the final distribution falls most (top 3)
     answer: AnswerEnd | None = None
+    at_last_token: bool = (
+        True  # False: the prompt's last position was not decoded; this is the last one that was
+    )
 
     @property
     def critical_rows(self) -> list[int]:
@@ -92,7 +95,7 @@ def prompt_summary(result: LensResult, prompt: int = 0, position: int = -1) -> P
     j = result.columns(prompt)[position]
     n_rows = result.n_rows
     stable = min(first_stable(result.stats["agrees_with_final"][prompt, :, j].tolist()), n_rows - 1)
-    rise_list, fall_list = result.critical_rows(prompt, position)
+    rise_list, fall_list = critical_row_indices(result, prompt, position)
     rows = result.rows
 
     def changes(found: list[tuple[int, float]]) -> tuple[Change, ...]:
@@ -145,6 +148,7 @@ def prompt_summary(result: LensResult, prompt: int = 0, position: int = -1) -> P
         rises=changes(rise_list),
         falls=changes(fall_list),
         answer=answer,
+        at_last_token=pos == len(result.input_ids[prompt]) - 1,
     )
 
 
