@@ -260,6 +260,293 @@ SPECS: dict[str, Spec] = {
     ),
 }
 
+# Families whose final norm, head or logit post-processing goes by another name, and families whose residual
+# is several streams (logitlens.model.streams) or whose blocks see prepended tokens (CPM-Ant).
+SPECS.update(
+    {
+        "recurrent_gemma": Spec(  # RG-LRU + local attention; soft-cap from config.logits_soft_cap
+            "recurrent_gemma",
+            "model.layers",
+            dict(
+                vocab_size=VOCAB,
+                hidden_size=D,
+                intermediate_size=64,
+                num_hidden_layers=3,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                head_dim=8,
+                lru_width=D,
+                conv1d_width=4,
+                attention_window_size=8,
+                block_types=["recurrent", "attention", "recurrent"],
+                logits_soft_cap=5.0,
+                tie_word_embeddings=False,
+            ),
+        ),
+        "falcon_h1": Spec(  # Mamba-2 + attention in each block; logits *= lm_head_multiplier
+            "falcon_h1",
+            "model.layers",
+            dict(
+                vocab_size=VOCAB,
+                hidden_size=D,
+                intermediate_size=64,
+                num_hidden_layers=3,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                head_dim=8,
+                max_position_embeddings=64,
+                mamba_n_heads=4,
+                mamba_d_head=8,
+                mamba_d_ssm=32,
+                mamba_n_groups=1,
+                mamba_d_state=8,
+                mamba_chunk_size=4,
+                mamba_expand=1,
+                lm_head_multiplier=0.25,
+                embedding_multiplier=2.0,
+                tie_word_embeddings=False,
+            ),
+        ),
+        "lfm2": _llama_like(  # short convolutions + attention; final norm model.embedding_norm
+            "lfm2", layer_types=["conv", "full_attention", "conv"], block_auto_adjust_ff_dim=False
+        ),
+        "lfm2_moe": _llama_like(
+            "lfm2_moe",
+            moe_intermediate_size=16,
+            num_dense_layers=1,
+            num_experts=4,
+            num_experts_per_tok=2,
+            layer_types=["conv", "full_attention", "conv"],
+        ),
+        "lfm3": _llama_like(
+            "lfm3", head_dim=8, sliding_window=4, layer_types=["conv", "sliding_attention", "full_attention"]
+        ),
+        "ctrl": Spec(  # final norm transformer.layernorm
+            "ctrl",
+            "transformer.h",
+            dict(
+                vocab_size=VOCAB,
+                n_embd=D,
+                n_layer=3,
+                n_head=4,
+                dff=64,
+                n_positions=64,
+                tie_word_embeddings=False,
+            ),
+        ),
+        "xlstm": Spec(  # final norm backbone.out_norm; soft-cap from config.output_logit_soft_cap
+            "xlstm",
+            "backbone.blocks",
+            dict(
+                vocab_size=VOCAB,
+                hidden_size=D,
+                embedding_dim=D,
+                num_hidden_layers=3,
+                num_blocks=3,
+                num_heads=2,
+                chunk_size=4,
+                output_logit_soft_cap=5.0,
+                use_cache=False,
+                tie_word_embeddings=False,
+            ),
+        ),
+        "inkling_text": Spec(  # hidden / logits_mup_width_multiplier before the head; logits cut to 252
+            "inkling_text",
+            "model.layers",
+            dict(
+                vocab_size=VOCAB,
+                unpadded_vocab_size=252,
+                hidden_size=D,
+                intermediate_size=64,
+                num_hidden_layers=3,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                head_dim=8,
+                swa_num_attention_heads=4,
+                swa_num_key_value_heads=2,
+                swa_head_dim=8,
+                sliding_window_size=4,
+                layer_types=["hybrid_sliding", "hybrid", "hybrid_sliding"],
+                mlp_layer_types=["dense", "sparse", "sparse"],
+                moe_intermediate_size=16,
+                n_routed_experts=4,
+                num_experts_per_tok=2,
+                n_shared_experts=1,
+                logits_mup_width_multiplier=4.0,
+                max_position_embeddings=64,
+                tie_word_embeddings=False,
+            ),
+        ),
+        "modernbert-decoder": Spec(  # dense + activation + LayerNorm head (lm_head), unembedding "decoder"
+            "modernbert-decoder",
+            "model.layers",
+            dict(
+                vocab_size=VOCAB,
+                hidden_size=D,
+                intermediate_size=64,
+                num_hidden_layers=3,
+                num_attention_heads=4,
+                max_position_embeddings=64,
+                sliding_window=4,
+                layer_types=["full_attention", "sliding_attention", "full_attention"],
+                decoder_bias=True,
+                classifier_bias=True,
+                cls_token_id=1,
+                sep_token_id=2,
+                tie_word_embeddings=False,
+            ),
+        ),
+        "deepseek_v4": Spec(  # 3 hyper-connection streams, collapsed by model.hc_head
+            "deepseek_v4",
+            "model.layers",
+            dict(
+                vocab_size=VOCAB,
+                hidden_size=D,
+                moe_intermediate_size=16,
+                num_hidden_layers=3,
+                num_attention_heads=4,
+                num_key_value_heads=1,
+                head_dim=16,
+                qk_rope_head_dim=8,
+                num_experts_per_tok=2,
+                n_routed_experts=4,
+                n_shared_experts=1,
+                max_position_embeddings=64,
+                layer_types=[
+                    "heavily_compressed_attention",
+                    "compressed_sparse_attention",
+                    "heavily_compressed_attention",
+                ],
+                mlp_layer_types=["hash_moe", "moe", "moe"],
+                hc_mult=3,
+                hc_sinkhorn_iters=4,
+                sliding_window=4,
+                index_n_heads=2,
+                index_head_dim=8,
+                num_nextn_predict_layers=0,
+                tie_word_embeddings=False,
+            ),
+        ),
+        "hy_v4": Spec(  # 3 hyper-connection streams, collapsed by model.hc_head
+            "hy_v4",
+            "model.layers",
+            dict(
+                vocab_size=VOCAB,
+                hidden_size=D,
+                intermediate_size=64,
+                moe_intermediate_size=16,
+                num_hidden_layers=3,
+                num_attention_heads=4,
+                num_key_value_heads=4,
+                head_dim=8,
+                max_position_embeddings=64,
+                n_routed_experts=4,
+                n_shared_experts=1,
+                num_experts_per_tok=2,
+                qk_nope_head_dim=8,
+                qk_rope_head_dim=8,
+                v_head_dim=8,
+                qk_head_dim=16,
+                mlp_layer_types=["dense", "sparse", "sparse"],
+                layer_types=["indexed_attention"] * 3,
+                indexer_types=["full", "shared", "full"],
+                index_head_dim=8,
+                index_n_heads=2,
+                hc_mult=3,
+                tie_word_embeddings=False,
+            ),
+        ),
+        "qwen4_exp_text": Spec(  # 3 streams flattened (B, T, 3 * d), mixed by model.hyper_connection_mixer
+            "qwen4_exp_text",
+            "model.layers",
+            dict(
+                vocab_size=VOCAB,
+                hidden_size=D,
+                num_hidden_layers=3,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                head_dim=8,
+                max_position_embeddings=64,
+                linear_conv_kernel_dim=4,
+                linear_key_head_dim=8,
+                linear_value_head_dim=8,
+                linear_num_key_heads=2,
+                linear_num_value_heads=4,
+                moe_intermediate_size=16,
+                shared_expert_intermediate_size=16,
+                num_experts_per_tok=2,
+                num_experts=4,
+                layer_types=["linear_attention", "indexed_attention", "linear_attention"],
+                hc_count=3,
+                hc_lowrank=8,
+                indexer_n_heads=2,
+                indexer_kv_heads=1,
+                indexer_head_dim=8,
+                indexer_budget=4,
+                indexer_compress_ratio=2,
+                tie_word_embeddings=False,
+            ),
+        ),
+        "gemma3n_text": _llama_like(  # AltUp: 3 stacked predictions (3, B, T, d), read out after the blocks
+            "gemma3n_text",
+            head_dim=8,
+            sliding_window=4,
+            layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+            final_logit_softcapping=5.0,
+            vocab_size_per_layer_input=VOCAB,
+            hidden_size_per_layer_input=8,
+            altup_num_inputs=3,
+            num_kv_shared_layers=0,
+            activation_sparsity_pattern=[0.0, 0.0, 0.0],
+            laurel_rank=4,
+        ),
+        "inkling2_text": Spec(  # block attention residuals: the final input mixes the block states
+            "inkling2_text",
+            "model.layers",
+            dict(
+                vocab_size=VOCAB,
+                unpadded_vocab_size=VOCAB,
+                hidden_size=D,
+                num_hidden_layers=3,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                head_dim=8,
+                swa_num_attention_heads=4,
+                swa_num_key_value_heads=2,
+                swa_head_dim=8,
+                sliding_window_size=4,
+                log_scaling_n_floor=4,
+                layer_types=["hybrid_sliding", "hybrid", "hybrid_sliding"],
+                moe_intermediate_size=16,
+                n_routed_experts=4,
+                num_experts_per_tok=2,
+                n_layers_per_attn_res_block=2,  # boundaries at layers 0 and 2
+                final_logit_softcapping=5.0,
+                max_position_embeddings=64,
+                tie_word_embeddings=False,
+            ),
+        ),
+        "cpmant": Spec(  # 4 prompt tokens prepended inside the model; pads read from the ids (id 0, left)
+            "cpmant",
+            "cpmant.encoder.layers",
+            dict(
+                vocab_size=VOCAB,
+                hidden_size=D,
+                num_attention_heads=4,
+                dim_head=8,
+                dim_ff=64,
+                num_hidden_layers=3,
+                position_bias_num_buckets=32,
+                position_bias_max_distance=64,
+                prompt_types=3,
+                prompt_length=4,
+                segment_types=4,
+                tie_word_embeddings=False,
+            ),
+        ),
+    }
+)
+
 # The families the issue asks for (one model each), plus the OPT variants.
 FAMILIES = [
     "gpt2",
@@ -289,17 +576,33 @@ FAMILIES = [
 VARIANTS = ["opt-project", "opt-postln"]
 UNLISTED = ["persimmon", "xglm", "biogpt"]  # model_types missing from the table: found by discovery
 ALL = FAMILIES + VARIANTS + UNLISTED
+# Issue 23: renamed final norms and post-processing (single stream), then several streams or a prefix.
+RENAMED = [
+    "recurrent_gemma",
+    "falcon_h1",
+    "lfm2",
+    "lfm2_moe",
+    "lfm3",
+    "ctrl",
+    "xlstm",
+    "inkling_text",
+    "modernbert-decoder",
+]
+STREAMS = ["deepseek_v4", "hy_v4", "qwen4_exp_text", "gemma3n_text", "inkling2_text"]  # multi-stream
+MORE = RENAMED + STREAMS + ["cpmant"]
 
 
 def perturb(model: nn.Module) -> nn.Module:
     """Make every norm, bias and matrix matter (in place, seeded by the caller).
 
-    Norm weights ~ N(1, 0.5), biases ~ N(0, 0.5), matrices ~ N(0, 1/sqrt(last dim)) (std); the unembedding
+    Norm weights ~ N(1, 0.5), biases (and hyper-connection gate offsets and scales) ~ N(0, 0.5), matrices ~ N(0, 1/sqrt(last dim)) (std); the unembedding
     is doubled so logits span a few units and soft-capping at 5 changes them.
     """
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith("bias"):
+            if name.endswith(
+                ("bias", "hc_base", "hc_scale", "_hc.base", "_hc.scale")
+            ):  # hyper-connection gates too
                 p.normal_(0.0, 0.5)
             elif p.dim() >= 2:
                 p.normal_(0.0, p.shape[-1] ** -0.5)

@@ -88,16 +88,20 @@ def unembed(
     scale: float | None = None,
     divisor: float | None = None,
     softcap: float | None = None,
+    vocab: int | None = None,
 ) -> torch.Tensor:
     """(N, d) residual vectors -> (N, V) fp32 logits by calling the model's modules.
 
     pre: the final norm and any projections, in order (modules or nnsight envoys); head: the unembedding
-    module; scale, divisor, softcap: the family's logit post-processing (Python floats or None).
+    module; scale, divisor, softcap: the family's logit post-processing (Python floats or None); vocab: keep
+    only the first ``vocab`` logits, as the model does (Inkling's unpadded vocabulary), or None for all.
     """
     x = h.unsqueeze(0)  # (1, N, d): norms see the shape they were written for
     for mod in pre:
         x = mod(x)
     out = head(x)[0].float()  # (N, V)
+    if vocab is not None:
+        out = out[:, :vocab]
     if scale is not None:
         out = out * scale
     if divisor is not None:
@@ -207,7 +211,7 @@ def lens_stats(
     rows: torch.Tensor,
     pre: Sequence[Module],
     head: Module,
-    post: tuple[float | None, float | None, float | None] = (None, None, None),
+    post: tuple = (None, None, None),
     *,
     top_k: int,
     next_ids: torch.Tensor,
@@ -220,7 +224,7 @@ def lens_stats(
     """The remote lens after the capture: rows (M, R, d) -> compact statistics, all on the device.
 
     pre, head, post: the model's final norm and projections, its unembedding (modules or nnsight envoys,
-    called: ``unembed``) and the (scale, divisor, softcap) post-processing; plan: ``chunk_plan``'s
+    called: ``unembed``) and the (scale, divisor, softcap[, vocab]) post-processing; plan: ``chunk_plan``'s
     (positions, rows) per chunk; transform: (m, R, d) -> (m, R, d) applied to each chunk (a lens's
     translators) or None; reference: (M, V) the model's own logits at the same positions, or None.
 

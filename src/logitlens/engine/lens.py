@@ -283,7 +283,7 @@ class LogitLens:
         probe = (torch.arange(1, 9) * 7919) % min(vocab, getattr(self.model.config, "vocab_size", vocab))
         probe = probe.unsqueeze(0).to(self.input_device)  # (1, 8)
         h_last, logits = self.backend.probe(probe)
-        return check_decoder(self.decoder, h_last, logits)
+        return check_decoder(self.decoder, h_last, logits, discovered=self.arch_source == "discovered")
 
     # ---- inputs -------------------------------------------------------------------------------------
     def encode(

@@ -106,6 +106,7 @@ def attribute(
             "attribution reads the unembedding's weights: load the model with its weights on this machine "
             "(not offloaded, not a remote-only nnsight model)"
         )
+    decoder.refuse_streams("attribution")  # several residual streams: the output is not a sum of writes
     norm = decoder.final_norm
     if norm is None:
         raise LogitLensError(

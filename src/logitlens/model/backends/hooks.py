@@ -6,6 +6,10 @@ input of the block's module that sits between attention and MLP (``Architecture.
 positions are kept, rows meet on one device (the unembedding's) before they are stacked, and the forward
 pass stops after the last block needed: the model's own final norm and unembedding over all positions are
 never computed.
+
+On a family with several residual streams a row is the model's own combination of them
+(``Decoder.block_state``); on one that prepends tokens inside its blocks (CPM-Ant) the kept positions are
+shifted past them, and a family that reads left padding from the ids gets its batch left-padded.
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from logitlens.core.kernels import block_hidden
 from logitlens.core.rows import Row
 
 if TYPE_CHECKING:
@@ -66,6 +69,7 @@ def capture_rows(
     input_ids, attention_mask: (B, T); gather: (B, P) positions to keep (any valid index for padding).
     Returns (B, R, P, d) on ``out_device`` (default: where the first row was captured).
     """
+    input_ids, attention_mask, gather = _layout(decoder, input_ids, attention_mask, gather)
     collected: list[torch.Tensor | None] = [None] * len(rows)
     last_block = max((r.layer for r in rows if r.site != "embed"), default=-1)
     remaining = {"n": len(rows)}
@@ -76,17 +80,19 @@ def capture_rows(
         collected[index] = picked.to(out_device) if out_device is not None else picked
         remaining["n"] -= 1
 
-    def pre(indices: list[int]):
+    def pre(indices: list[int], embed: bool):
         def hook(module, args, kwargs):
+            h = decoder.embed_state(args, kwargs) if embed else _first_input(args, kwargs)
             for i in indices:
-                keep(i, _first_input(args, kwargs))
+                keep(i, h)
 
         return hook
 
     def post(indices: list[int], stop: bool):
-        def hook(module, args, output):
+        def hook(module, args, kwargs, output):
+            h = decoder.block_state(module, args, kwargs, output)
             for i in indices:
-                keep(i, block_hidden(output))
+                keep(i, h)
             if stop and remaining["n"] == 0:
                 raise _StopForward
 
@@ -99,13 +105,15 @@ def capture_rows(
     try:
         for (site, layer), indices in by_module.items():
             if site == "embed":
-                handles.append(decoder.layers[0].register_forward_pre_hook(pre(indices), with_kwargs=True))
+                hook = pre(indices, embed=True)
+                handles.append(decoder.layers[0].register_forward_pre_hook(hook, with_kwargs=True))
             elif site == "attn":
                 mod = decoder.mid_module(layer)
-                handles.append(mod.register_forward_pre_hook(pre(indices), with_kwargs=True))
+                handles.append(mod.register_forward_pre_hook(pre(indices, embed=False), with_kwargs=True))
             else:
                 stop = layer == last_block
-                handles.append(decoder.layers[layer].register_forward_hook(post(indices, stop)))
+                hook = post(indices, stop)
+                handles.append(decoder.layers[layer].register_forward_hook(hook, with_kwargs=True))
         with torch.inference_mode():
             model(**_forward_kwargs(model, input_ids, attention_mask))
     except _StopForward:
@@ -119,22 +127,38 @@ def capture_rows(
     return torch.stack(collected, dim=1)  # type: ignore[arg-type]  # (B, R, P, d)
 
 
+def _layout(
+    decoder: Decoder, input_ids: torch.Tensor, attention_mask: torch.Tensor, gather: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The batch as the family reads it: left-padded where it reads padding from the ids (the pads, id 0
+    from ``batch_inputs``, move to the front and the kept positions with them), and the kept positions
+    shifted past the tokens it prepends inside its blocks."""
+    if decoder.pad_left:
+        t = input_ids.shape[1]
+        shift = t - attention_mask.sum(1, keepdim=True)  # (B, 1) pads of each sequence
+        cols = (torch.arange(t, device=input_ids.device).unsqueeze(0) - shift) % t  # (B, T) source column
+        input_ids = input_ids.gather(1, cols)
+        attention_mask = attention_mask.gather(1, cols)
+        gather = gather + shift.to(gather.device)
+    return input_ids, attention_mask, gather + decoder.prefix
+
+
 def probe_forward(
-    model: nn.Module, layers: Sequence[nn.Module], input_ids: torch.Tensor
+    model: nn.Module, decoder: Decoder, input_ids: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Full forward on one probe sequence (1, T): (last block output (T, d), model logits (T, V))."""
+    """Full forward on one probe sequence (1, T): (last block's row (T, d), model logits (T, V))."""
     out: dict[str, torch.Tensor] = {}
 
-    def hook(module, args, output):
-        out["h"] = block_hidden(output)
+    def hook(module, args, kwargs, output):
+        out["h"] = decoder.block_state(module, args, kwargs, output)
 
-    handle = layers[-1].register_forward_hook(hook)
+    handle = decoder.layers[-1].register_forward_hook(hook, with_kwargs=True)
     try:
         with torch.inference_mode():
             logits = model(**_forward_kwargs(model, input_ids, None)).logits
     finally:
         handle.remove()
-    return out["h"][0], logits[0]
+    return out["h"][0, decoder.prefix :], logits[0]
 
 
 class HookBackend:
@@ -165,4 +189,4 @@ class HookBackend:
         )
 
     def probe(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return probe_forward(self.model, self.decoder.layers, input_ids)
+        return probe_forward(self.model, self.decoder, input_ids)

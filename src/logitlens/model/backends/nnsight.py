@@ -96,6 +96,12 @@ class NNsightBackend:
                 f"NNsightBackend wraps an nnsight model (TransformersModel, LanguageModel, NNsight), "
                 f"got {type(model).__name__}"
             )
+        why = _unsupported(decoder)
+        if why:
+            raise LogitLensError(
+                f"the nnsight backend reads one residual stream per row at the user's positions, but "
+                f"model_type '{decoder.model_type}' {why}: use the default hooks backend"
+            )
         self.nnmodel = model
         self.decoder = decoder
         self._envoys = {id(e._module): e for e in model.modules()}
@@ -302,7 +308,7 @@ class NNsightBackend:
         reads, index = self._reads(rows)
         pre = [self.envoy(m) for m in self.decoder.pre]
         head = self.envoy(self.decoder.unembed_module)
-        post = (self.decoder.scale, self.decoder.divisor, self.decoder.softcap)
+        post = (self.decoder.scale, self.decoder.divisor, self.decoder.softcap, self.decoder.vocab_limit)
         hidden = kernels.block_hidden
         lens_stats = kernels.lens_stats
         save = nnsight.save
@@ -345,6 +351,15 @@ class NNsightBackend:
                 "transformers may lay out block outputs differently, or the table entry is wrong: fix it "
                 "with logitlens.register_architecture or pass arch=logitlens.Architecture(...)"
             )
+
+
+def _unsupported(decoder: Decoder) -> str | None:
+    """Why a family's rows cannot be read by a trace as they stand (None when they can)."""
+    if decoder.readout is not None:
+        return f"combines several residual streams before its final norm ({decoder.readout.kind})"
+    if decoder.prefix or decoder.pad_left:
+        return "prepends tokens inside its blocks and reads left padding from the token ids"
+    return None
 
 
 def _saved_bytes(obj: Any) -> int:
