@@ -22,7 +22,7 @@ MOVED: dict[str, tuple[str, ...]] = {
     "tokens": ("core.tokens",),
     "kernels": ("core.kernels",),
     "files": ("core.files",),
-    "architectures": ("model.architectures",),
+    "architectures": ("model.architectures", "model.decoder", "model.discovery"),
     "loading": ("model.loading",),
     "sources": ("model.sources",),
     "default_model": ("model.default_model",),

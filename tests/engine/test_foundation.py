@@ -20,7 +20,8 @@ from logitlens.core.stats import Statistic, get_statistic, register_statistic, u
 from logitlens.engine.lenses import LENSES, FunctionLens, IdentityLens, Lens
 from logitlens.engine.reduce import reduce_logits
 from logitlens.engine.tuned import load_lens
-from logitlens.model.architectures import Decoder, architecture_for
+from logitlens.model.decoder import Decoder
+from logitlens.model.discovery import architecture_for
 from tiny_models import ALL, SPECS, D, build, module_at
 
 PROMPTS = ["The Eiffel Tower is in the city of", "Hello", "one two three four five six"]

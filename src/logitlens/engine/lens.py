@@ -24,15 +24,11 @@ from logitlens.engine.reduce import DEFAULT_BUDGET_BYTES, decode_logits
 from logitlens.engine.result import LensResult
 from logitlens.engine.tuned import TunedLens
 from logitlens.errors import LogitLensError, first_line
-from logitlens.model.architectures import (
-    Architecture,
-    Decoder,
-    architecture_for,
-    check_decoder,
-    execution_device,
-)
+from logitlens.model.architectures import Architecture
 from logitlens.model.backends import Backend, HookBackend
 from logitlens.model.backends.nnsight import wrap_model
+from logitlens.model.decoder import Decoder, check_decoder, execution_device
+from logitlens.model.discovery import architecture_for
 
 __all__ = ["DTYPES", "LogitLens", "Target"]
 

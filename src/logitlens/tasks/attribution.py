@@ -60,7 +60,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from logitlens.engine.lens import LogitLens
-    from logitlens.model.architectures import Decoder, FinalNorm
+    from logitlens.model.decoder import Decoder, FinalNorm
 
 __all__ = ["KINDS", "attribute", "attribution_summary", "component_plan"]
 

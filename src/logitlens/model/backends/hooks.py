@@ -24,9 +24,9 @@ from torch import nn
 from logitlens.core.rows import Row
 
 if TYPE_CHECKING:
-    from logitlens.model.architectures import Decoder
+    from logitlens.model.decoder import Decoder
 
-__all__ = ["HookBackend", "capture_rows", "probe_forward"]
+__all__ = ["HookBackend", "capture_rows", "forward_kwargs", "probe_forward"]
 
 
 class _StopForward(Exception):
@@ -45,7 +45,7 @@ def _accepts(model: nn.Module, name: str) -> bool:
     return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
-def _forward_kwargs(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> dict:
+def forward_kwargs(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> dict:
     kwargs: dict[str, Any] = {"input_ids": input_ids}
     if attention_mask is not None:
         kwargs["attention_mask"] = attention_mask
@@ -115,7 +115,7 @@ def capture_rows(
                 hook = post(indices, stop)
                 handles.append(decoder.layers[layer].register_forward_hook(hook, with_kwargs=True))
         with torch.inference_mode():
-            model(**_forward_kwargs(model, input_ids, attention_mask))
+            model(**forward_kwargs(model, input_ids, attention_mask))
     except _StopForward:
         pass
     finally:
@@ -155,7 +155,7 @@ def probe_forward(
     handle = decoder.layers[-1].register_forward_hook(hook, with_kwargs=True)
     try:
         with torch.inference_mode():
-            logits = model(**_forward_kwargs(model, input_ids, None)).logits
+            logits = model(**forward_kwargs(model, input_ids, None)).logits
     finally:
         handle.remove()
     return out["h"][0, decoder.prefix :], logits[0]

@@ -32,7 +32,7 @@ from logitlens.errors import LogitLensError
 from logitlens.model.ndif import MAX_REQUEST_TOKENS, request_groups, require_ndif, require_nnsight
 
 if TYPE_CHECKING:
-    from logitlens.model.architectures import Decoder
+    from logitlens.model.decoder import Decoder
 
 __all__ = ["NNsightBackend", "RemoteRun", "is_nnsight_model", "nnsight_backend", "wrap_model"]
 
