@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from logitlens.cli.common import add_model_args, json_ready, load
+from logitlens.cli.common import add_model_args, json_ready, load, main_rank
 from logitlens.errors import LogitLensError
 from logitlens.tasks.data import SPLITS, Corpus
 
@@ -151,6 +151,8 @@ def run(args) -> int:
         del lens
     table = pd.concat(frames, ignore_index=True)
     table.attrs = {**frames[0].attrs, "runs": [f.attrs for f in frames]}
+    if not main_rank():  # torchrun: every rank holds the table, rank 0 shows and writes it
+        return 0
     if not args.quiet:
         from rich.console import Console
 

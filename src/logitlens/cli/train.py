@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from logitlens.cli.common import EXIT_INTERRUPTED, load
+from logitlens.cli.common import EXIT_INTERRUPTED, load, main_rank
 from logitlens.errors import LogitLensError
 
 __all__ = ["add_parser", "run"]
@@ -199,6 +199,8 @@ def run(args) -> int:
             field=args.field,
         )
     except Interrupted as exc:
+        if not main_rank():
+            return EXIT_INTERRUPTED
         where = (
             f"the checkpoint of step {exc.step} is in {exc.out}: run the same command with --resume to continue"
             if exc.step is not None
@@ -206,6 +208,8 @@ def run(args) -> int:
         )
         print(f"logitlens: interrupted; {where}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    if not main_rank():  # torchrun: rank 0 saved the lens and says so
+        return 0
     if not args.quiet:
         from rich.console import Console
 

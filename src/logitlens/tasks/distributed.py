@@ -61,6 +61,7 @@ __all__ = [
     "gather_bytes",
     "local_device",
     "poll",
+    "run_collective",
     "setup",
     "shard",
     "teardown",
@@ -326,7 +327,7 @@ def together(what: str = "the run") -> Iterator[Group]:
         raise
 
 
-def _collective(what: str, fn):
+def run_collective(what: str, fn):
     """Run one collective: poll first; a failure becomes ``RankFailed`` with the failing rank's message."""
     import torch.distributed as dist
 
@@ -368,7 +369,7 @@ def all_sum(values, what: str = "a sum over ranks"):
     import torch.distributed as dist
 
     tensor = torch.from_numpy(array.copy())
-    _collective(what, lambda: dist.all_reduce(tensor, op=dist.ReduceOp.SUM))
+    run_collective(what, lambda: dist.all_reduce(tensor, op=dist.ReduceOp.SUM))
     return tensor.numpy()
 
 
@@ -394,7 +395,7 @@ def gather_bytes(data: bytes, what: str = "an exchange between ranks") -> list[b
     buf = torch.zeros((group.world_size, max(1, width)), dtype=torch.uint8)
     if data:
         buf[group.rank, : len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-    _collective(what, lambda: dist.all_reduce(buf, op=dist.ReduceOp.SUM))
+    run_collective(what, lambda: dist.all_reduce(buf, op=dist.ReduceOp.SUM))
     return [bytes(buf[r, : int(n)].numpy().tobytes()) for r, n in enumerate(lengths)]
 
 

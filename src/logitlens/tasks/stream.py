@@ -257,7 +257,9 @@ def _inspect(path: Path, parts: Path, fp, resume: bool, group) -> tuple[dict | N
         else:
             _done(parts, clean=True)  # deletes unfinished *.tmp parts
     distributed.barrier("cleaning the parts folder")
-    return recorded, (_done(parts, clean=False) if recorded is not None else set()), None
+    done = _done(parts, clean=False) if recorded is not None else set()
+    distributed.barrier("reading the finished parts")  # before any rank writes a new one
+    return recorded, done, None
 
 
 def _run_share(lens, plist, remaining, parts, fp, started, progress, group, run_kwargs) -> None:
