@@ -295,3 +295,13 @@ out.write_text(json.dumps(report, indent=1, default=str))
 print(f"- total {report['seconds']:.0f} s; JSON in {out}")
 PYTHON
 timeout --signal=INT --kill-after=10 "$LIMIT" "$PY" "$SCRIPT"
+
+# 4. Data-parallel eval (issue 22): tokens/s of one rank against one rank per GPU (torchrun), same table.
+NGPU="$("$PY" -c 'import torch; print(torch.cuda.device_count())' 2>/dev/null || echo 0)"
+if [ "${NGPU:-0}" -ge 1 ]; then
+  RANKS="1"; [ "$NGPU" -gt 1 ] && RANKS="1,$NGPU"
+  timeout --signal=INT --kill-after=10 300 "$PY" benchmarks/bench_distributed.py --device cuda --ranks "$RANKS" \
+    --sequences 64 --seq-len 512 --batch-size 8
+else
+  echo "bench_distributed: no CUDA device (skipped)"
+fi

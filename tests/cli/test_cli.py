@@ -118,7 +118,7 @@ def test_unknown_model(capsys, tmp_path):
 
 def test_truncate_flag(capsys, tiny_model_dir):
     code, out, err = run_cli(
-        capsys, "run", "x " * 80, "--model", str(tiny_model_dir), "--truncate", "--quiet"
+        capsys, "run", "x " * 80, "--model", str(tiny_model_dir), "--truncate"
     )
     assert code == 0
     assert "logitlens: warning: prompt 1: kept the last 64 of" in err
@@ -196,7 +196,7 @@ def test_compare_passes_batch_size_to_every_run(capsys, tiny_model_dir, shallow_
         return real_run(self, prompts, **kwargs)
 
     monkeypatch.setattr(LogitLens, "run", run)
-    argv = ["compare", "Hi", "--model", str(tiny_model_dir), "--model", str(shallow_model_dir), "--quiet"]
+    argv = ["compare", "Hi", "--model", str(tiny_model_dir), "--model", str(shallow_model_dir)]
     code, _, err = run_cli(capsys, *argv, "--batch-size", "3")
     assert code == 0, err
     assert seen == [(str(tiny_model_dir), 3), (str(shallow_model_dir), 3)]

@@ -297,7 +297,7 @@ def test_cli_remote_local(tiny_model_dir, capsys):
     from logitlens.cli import main
 
     with ndif_allow_list() as servers:
-        code = main(["run", "Hello world", "--model", str(tiny_model_dir), "--remote", "local", "--quiet"])
+        code = main(["run", "Hello world", "--model", str(tiny_model_dir), "--remote", "local"])
     assert code == 0 and len(servers) == 1
 
 

@@ -195,9 +195,9 @@ def test_eval_command_lines_several_models_up_on_depth(capsys, tiny_model_dir, c
         (["--seq-len", "128"], "--seq-len 128 is longer than the context of"),
         (
             ["--png", "no/such/folder/e.png"],
-            "cannot write --png no/such/folder/e.png: the folder 'no/such/folder'",
+            "--png no/such/folder/e.png: the folder no/such/folder does not exist",
         ),
-        (["--csv", "missing-dir/e.csv"], "the folder 'missing-dir' does not exist; create it first"),
+        (["--csv", "missing-dir/e.csv"], "the folder missing-dir does not exist; create it first"),
         (["--tokens", "0"], "--tokens must be at least 1, got 0"),
         (["--seq-len", "1"], "--seq-len must be at least 2, got 1"),
         (["--png", "e.jpg"], "--png e.jpg: the file name must end in .png"),

@@ -284,7 +284,9 @@ def test_resume_of_a_finished_file(lens, tmp_path):
         LogitLensError, match="already complete and JSON Lines keeps no record of its options"
     ):
         stream(lens, PROMPTS[:5], jsonl, resume=True, progress=False)
-    stream(lens, PROMPTS[:6], jsonl, progress=False)  # without resume: replaced
+    with pytest.raises(LogitLensError, match="already exists: pass --overwrite"):
+        stream(lens, PROMPTS[:6], jsonl, progress=False)  # a finished file is kept
+    stream(lens, PROMPTS[:6], jsonl, progress=False, overwrite=True)  # replaced
     assert len({json.loads(x)["prompt_index"] for x in jsonl.read_text().splitlines()}) == 6
 
 

@@ -269,7 +269,7 @@ def test_eval_refuses_a_tuned_lens_for_another_model(tiny_model_dir, corpus_file
     other = tmp_path / "other"
     TunedLens(5, 64, base_model_name_or_path="another-model").save(other)
     args = ["eval", "--model", str(tiny_model_dir), "--data", str(corpus_file), "--seq-len", str(SEQ)]
-    assert main([*args, "--lens", "logit", "--lens", str(other), "--no-progress", "--quiet"]) == 2
+    assert main([*args, "--lens", "logit", "--lens", str(other), "--no-progress"]) == 2
     assert "trained for another-model with blocks = 5" in _error(capsys)
     assert main([*args, "--lens", str(tmp_path / "missing"), "--no-progress"]) == 2
     assert "--lens" in _error(capsys)

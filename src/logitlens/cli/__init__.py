@@ -46,22 +46,43 @@ def build_parser() -> Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse ``argv`` (default: ``sys.argv[1:]``), run the command; returns the exit status."""
+    """Parse ``argv`` (default: ``sys.argv[1:]``), run the command; returns the exit status.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) the whole command runs inside ``distributed.together``: the
+    process group is joined first, an error on one rank ends every rank, and it is printed (one line, with
+    the failing rank's number) by the failing rank and by rank 0; only rank 0 prints warnings and output.
+    """
+    from logitlens.tasks import distributed
+
     parser = build_parser()
+    group = distributed.Group()
     try:
+        group = distributed.from_env()
         args = parser.parse_args(argv)
         if args.command is None:
             parser.print_help()
             return EXIT_BAD_INPUT
         with warnings.catch_warnings():
-            warnings.simplefilter("default", UserWarning)
+            warnings.simplefilter("default" if group.is_main else "ignore", UserWarning)
             warnings.showwarning = one_line_warning
-            return args.func(args)
+            if not group.distributed:
+                return args.func(args)
+            try:
+                with distributed.together(f"logitlens {args.command}"):
+                    return args.func(args)
+            finally:
+                distributed.teardown()
+    except distributed.RankFailed as exc:
+        if group.is_main:
+            print(f"logitlens: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except LogitLensError as exc:
-        print(f"logitlens: error: {exc}", file=sys.stderr)
+        where = f"rank {group.rank}: " if group.distributed else ""
+        print(f"logitlens: error: {where}{exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("logitlens: interrupted", file=sys.stderr)
+        if group.is_main:
+            print("logitlens: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 

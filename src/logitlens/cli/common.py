@@ -31,8 +31,10 @@ __all__ = [
     "check_outputs",
     "json_ready",
     "load",
+    "main_rank",
     "make_concepts",
     "parse_max_memory",
+    "rank_placement",
     "one_line_warning",
     "parse_concepts",
     "parse_prompts_file",
@@ -374,10 +376,11 @@ def load(model: str, args, tuned_lens=None, prompts: list | None = None):
             from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel  # noqa: F401
         from logitlens.engine.lens import LogitLens
 
+    device, max_memory = rank_placement(args.device, getattr(args, "device_map", None), max_memory)
     return LogitLens.from_pretrained(
         model,
         dtype=args.dtype,
-        device=args.device,
+        device=device,
         trust_remote_code=args.trust_remote_code,
         budget_bytes=args.memory_budget * 2**20,
         backend="nnsight" if getattr(args, "remote", False) else args.backend,
@@ -423,6 +426,38 @@ def preflight(args, prompts: list):
                 resolve_positions(ids, args.positions)
 
     return check
+
+
+def rank_placement(device: str | None, device_map, max_memory: dict | None) -> tuple[str | None, dict | None]:
+    """Under torchrun: --device cuda (or auto) is this rank's GPU, ``cuda:LOCAL_RANK``; with --device-map,
+    the map may use only this rank's share of its node's GPUs (the others get 0 bytes in max_memory).
+    A single process: both as given."""
+    from logitlens.tasks import distributed
+
+    group = distributed.from_env()
+    if not group.distributed:
+        return device, max_memory
+    if device_map is None:
+        return distributed.local_device(device), max_memory
+    import torch
+
+    if not torch.cuda.is_available():
+        return device, max_memory
+    from accelerate.utils import get_max_memory
+
+    limits = get_max_memory(dict(max_memory) if max_memory else None)
+    share = distributed.node_gpus(group, torch.cuda.device_count())
+    for gpu in range(torch.cuda.device_count()):
+        if gpu not in share:
+            limits[gpu] = 0
+    return device, limits
+
+
+def main_rank() -> bool:
+    """True in a single process and on rank 0 of a torchrun launch: the process that prints and writes."""
+    from logitlens.tasks import distributed
+
+    return distributed.current().is_main
 
 
 def parse_max_memory(text: str | None) -> dict | None:

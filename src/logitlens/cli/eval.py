@@ -19,6 +19,7 @@ from logitlens.cli.common import (
     check_outputs,
     json_ready,
     load,
+    main_rank,
     write_outputs,
 )
 from logitlens.errors import LogitLensError
@@ -137,6 +138,8 @@ def run(args) -> int:
         del lens
     table = pd.concat(frames, ignore_index=True)
     table.attrs = {**frames[0].attrs, "runs": [f.attrs for f in frames]}
+    if not main_rank():  # torchrun: every rank holds the table, rank 0 shows and writes it
+        return 0
     if not args.quiet:
         from rich.console import Console
 

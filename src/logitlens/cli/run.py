@@ -20,6 +20,7 @@ from logitlens.cli.common import (
     check_common,
     check_outputs,
     load,
+    main_rank,
     make_concepts,
     parse_concepts,
     parse_targets,
@@ -90,6 +91,11 @@ def run(args) -> int:
     concept_specs = parse_concepts(args.concept)
     check_common(args)
     check_stream_args(args)
+    if args.out is None and _ranks() > 1:
+        raise LogitLensError(
+            "under torchrun, `logitlens run` shares the prompts over the ranks only when it streams them: "
+            "add --out FILE.parquet (or run it as one process)"
+        )
     if args.remote and args.tuned_lens:
         raise LogitLensError("--tuned-lens decodes here: leave out --remote (remote runs use the logit lens)")
     if args.remote is True:  # before loading anything: a missing key or server fails at once
@@ -175,6 +181,15 @@ def run_options(args, targets: list | None = None, answers: list | None = None) 
     }
 
 
+def _ranks() -> int:
+    import os
+
+    try:
+        return int(os.environ.get("WORLD_SIZE") or 1)
+    except ValueError:
+        return 1
+
+
 def _write_outputs(res, args) -> None:
     """Write each asked-for file, whole or not at all, saying "wrote X" as each one is written; one that
     fails late (a full disk) does not keep the others from being written."""
@@ -221,7 +236,7 @@ def check_stream_args(args) -> None:
         return
     from logitlens.core.files import check_stream_output
 
-    check_stream_output(out)
+    out = check_stream_output(out)
     parts = out.with_name(out.name + ".parts")  # tasks.stream.parts_dir, without importing torch
     if parts.is_dir() and not args.resume:
         raise LogitLensError(
@@ -258,12 +273,16 @@ def run_streamed(lens, prompts, args, options: dict | None = None) -> int:
             **(options if options is not None else run_options(args)),
         )
     except KeyboardInterrupt:
+        if not main_rank():
+            return EXIT_INTERRUPTED
         print(
             f"logitlens: interrupted; the finished batches are in {parts_dir(args.out)}: run the same command "
             "with --resume to continue",
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
+    if not main_rank():  # torchrun: rank 0 joined the parts, shows and says what it wrote
+        return 0
     if not getattr(args, "quiet", False):
         from rich.console import Console
 

@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from logitlens.cli.common import EXIT_INTERRUPTED, add_model_option, load
+from logitlens.cli.common import EXIT_INTERRUPTED, add_model_option, load, main_rank
 from logitlens.errors import LogitLensError
 
 __all__ = ["add_parser", "run"]
@@ -41,6 +41,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--checkpoint-every steps until it is done.",
     )
     add_model_option(p)
+    _add_data_args(p)
+    _add_recipe_args(p, t)
+    _add_run_args(p, t)
+    p.set_defaults(backend="hooks")
+    return p
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    """The corpus and the output folder."""
     p.add_argument(
         "--data",
         nargs="+",
@@ -56,6 +65,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--field", default="text", help="the text field of JSONL / column of CSV, Parquet (default text)"
     )
+
+
+def _add_recipe_args(p: argparse.ArgumentParser, t) -> None:
+    """The training recipe (defaults: the tuned-lens package's, from ``logitlens.tasks.training``)."""
     p.add_argument(
         "--steps", type=int, default=t.STEPS, help=f"optimiser steps (default {t.STEPS}, the package's)"
     )
@@ -99,6 +112,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help=f"seed of the train/validation split (default {t.SPLIT_SEED}: the one `logitlens eval --seed` "
         "uses by default, so eval's validation split is never trained on)",
     )
+
+
+def _add_run_args(p: argparse.ArgumentParser, t) -> None:
+    """Checkpoints, the held-out check, the device and the output on the terminal."""
     p.add_argument(
         "--checkpoint-every",
         type=int,
@@ -136,8 +153,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true", help="do not print the summary")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    p.set_defaults(backend="hooks")
-    return p
 
 
 def _check_args(args) -> None:
@@ -203,6 +218,8 @@ def run(args) -> int:
             field=args.field,
         )
     except Interrupted as exc:
+        if not main_rank():
+            return EXIT_INTERRUPTED
         where = (
             f"the checkpoint of step {exc.step} is in {exc.out}: run the same command with --resume to continue"
             if exc.step is not None
@@ -210,6 +227,8 @@ def run(args) -> int:
         )
         print(f"logitlens: interrupted; {where}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    if not main_rank():  # torchrun: rank 0 saved the lens and says so
+        return 0
     if not args.quiet:
         from rich.console import Console
 

@@ -24,6 +24,8 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import time
@@ -33,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from logitlens.core.rows import Row
 from logitlens.core.stats import CORPUS_METRICS
 from logitlens.errors import LogitLensError
+from logitlens.tasks import distributed
 from logitlens.tasks.data import Corpus
 from logitlens.tasks.progress import progress_bar
 
@@ -85,16 +88,40 @@ class RowAggregate:
             np.bincount(row, weights=values, minlength=n_rows), cnt, out=np.zeros(n_rows), where=cnt > 0
         )
         m2 = np.bincount(row, weights=(values - mean[row]) ** 2, minlength=n_rows)
+        self._fold(name, cnt, mean, m2)
+
+    def _fold(self, name: str, cnt: np.ndarray, mean: np.ndarray, m2: np.ndarray) -> None:
+        """Chan et al.'s pairwise merge of (count, mean, M2) per row into metric ``name``."""
+        import numpy as np
+
         if name not in self._n:
             self._n[name], self._mean[name], self._m2[name] = cnt, mean, m2
             return
         n0, mean0 = self._n[name], self._mean[name]
         total = n0 + cnt
-        frac = np.divide(cnt, total, out=np.zeros(n_rows), where=total > 0)
+        frac = np.divide(cnt, total, out=np.zeros(self.n_rows), where=total > 0)
         delta = mean - mean0
         self._mean[name] = mean0 + delta * frac
         self._m2[name] = self._m2[name] + m2 + delta**2 * n0 * frac
         self._n[name] = total
+
+    @property
+    def metrics(self) -> list[str]:
+        """The metrics folded in so far, in the order first added."""
+        return list(self._n)
+
+    def state(self) -> np.ndarray:
+        """(metrics, 3, R) float64: count, mean and M2 of each metric (``metrics`` order)."""
+        import numpy as np
+
+        if not self._n:
+            return np.zeros((0, 3, self.n_rows))
+        return np.stack([np.stack([self._n[m], self._mean[m], self._m2[m]]) for m in self._n])
+
+    def merge_state(self, names: Sequence[str], state: np.ndarray) -> None:
+        """Fold in another aggregate's ``state()`` over the same rows (its ``metrics`` as ``names``)."""
+        for name, (cnt, mean, m2) in zip(names, state, strict=True):
+            self._fold(name, cnt.copy(), mean.copy(), m2.copy())
 
     def count(self, name: str) -> np.ndarray:
         import numpy as np
@@ -170,7 +197,11 @@ def evaluate(
     ``iter_run`` (``lens=`` a Lens such as a tuned lens, ``transform=``, ``include_subblocks=``).
 
     ``df.attrs`` holds the run: model, lens, data, split, seed, seq_len, sequences, tokens, seconds,
-    tokens_per_s.
+    tokens_per_s (and ranks, when distributed).
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1, see ``logitlens.tasks.distributed``) rank r evaluates sequences
+    r, r + W, ...; the per-row sums are combined with one float64 all-reduce and every rank returns the
+    whole table (the same counts as one process; means within float rounding). Only rank 0 shows progress.
     """
     for name in _RUN_ONLY:
         if name in run_kwargs:
@@ -187,20 +218,14 @@ def evaluate(
         raise LogitLensError(f"batch_size (--batch-size) must be a positive integer, got {batch_size!r}")
     if tokens is not None and tokens < seq_len:  # less than one sequence: one shorter sequence, not 512
         seq_len = max(2, tokens)
-    seqs, info = _sequences(lens, data, tokens, seq_len, split, seed, lines, field)
-    bs = batch_size or max(1, TOKENS_PER_BATCH // max(len(s) for s in seqs))
-    total = sum(len(s) for s in seqs)
-    agg: RowAggregate | None = None
-    lens_name = None
-    t0 = time.perf_counter()
-    with progress_bar(total, "tokens", enabled=progress, description=f"eval {lens.name}") as advance:
-        for res in lens.iter_run(seqs, top_k=1, batch_size=bs, **run_kwargs):
-            if agg is None:
-                agg, lens_name = RowAggregate(res.rows, res.n_layers), res.meta.get("lens")
-            add_result(agg, res)
-            advance(sum(len(s) for s in res.input_ids))
-    seconds = time.perf_counter() - t0
-    assert agg is not None  # at least one sequence
+    with distributed.together("evaluate") as group:
+        seqs, info = _sequences(lens, data, tokens, seq_len, split, seed, lines, field)
+        bs = batch_size or max(1, TOKENS_PER_BATCH // max(len(s) for s in seqs))
+        total = sum(len(s) for s in seqs)
+        mine = _shard_sequences(seqs, group)
+        t0 = time.perf_counter()
+        agg, lens_name = _fold_sequences(lens, mine, bs, progress and group.is_main, group, run_kwargs)
+        agg, seconds = _combine(agg, time.perf_counter() - t0, group)
     df = agg.to_frame({"tokens": "cross_entropy"})
     df.insert(0, "lens", lens_name)
     df.insert(0, "model", lens.name)
@@ -212,8 +237,63 @@ def evaluate(
         tokens=total,
         seconds=seconds,
         tokens_per_s=total / seconds if seconds > 0 else float("nan"),
+        **({"ranks": group.world_size} if group.distributed else {}),
     )
     return df
+
+
+def _shard_sequences(seqs: list[list[int]], group: distributed.Group) -> list[list[int]]:
+    """This rank's sequences (every sequence in a single process), after checking that every rank packed
+    the same ones."""
+    if not group.distributed:
+        return seqs
+    digest = hashlib.blake2b(json.dumps(seqs).encode(), digest_size=16).hexdigest()
+    distributed.agree(
+        "the evaluation data",
+        digest,
+        "give every rank the same files (a path every node sees), --split, --seed, --seq-len and --tokens",
+    )
+    if len(seqs) < group.world_size:
+        raise LogitLensError(
+            f"the data packs into {len(seqs)} sequence(s), fewer than the {group.world_size} ranks: each rank "
+            "needs at least one; use fewer ranks, more --tokens or a shorter --seq-len"
+        )
+    return distributed.shard(seqs, group)
+
+
+def _fold_sequences(lens, seqs, bs, progress, group, run_kwargs) -> tuple[RowAggregate, str | None]:
+    """The per-row sums of ``seqs`` (run batch by batch; another rank's failure stops it between batches)."""
+    agg: RowAggregate | None = None
+    lens_name = None
+    total = sum(len(s) for s in seqs)
+    label = f"eval {lens.name}{group.label()}"
+    with progress_bar(total, "tokens", enabled=progress, description=label) as advance:
+        for res in lens.iter_run(seqs, top_k=1, batch_size=bs, **run_kwargs):
+            if agg is None:
+                agg, lens_name = RowAggregate(res.rows, res.n_layers), res.meta.get("lens")
+            add_result(agg, res)
+            advance(sum(len(s) for s in res.input_ids))
+            distributed.poll()
+    assert agg is not None  # at least one sequence
+    return agg, lens_name
+
+
+def _combine(agg: RowAggregate, seconds: float, group: distributed.Group) -> tuple[RowAggregate, float]:
+    """Every rank's sums, merged in rank order, on every rank: ONE float64 all-reduce of a buffer in which
+    each rank fills its own slot (count, mean, M2 per metric and row, then its seconds); the slowest rank's
+    seconds. A single process: ``agg`` as it is."""
+    import numpy as np
+
+    if not group.distributed:
+        return agg, seconds
+    state = agg.state()  # (M, 3, R)
+    buf = np.zeros((group.world_size, state.size + 1))
+    buf[group.rank] = np.append(state.reshape(-1), seconds)
+    buf = distributed.all_sum(buf, "combining the evaluation sums")
+    out = RowAggregate(agg.rows, agg.n_layers)
+    for r in range(group.world_size):
+        out.merge_state(agg.metrics, buf[r, :-1].reshape(state.shape))
+    return out, float(buf[:, -1].max())
 
 
 def _sequences(lens, data, tokens, seq_len, split, seed, lines, field) -> tuple[list[list[int]], dict]:

@@ -33,7 +33,15 @@ the next ``resume=True`` joins them again. ``resume=True`` on a finished Parquet
 fingerprint and, if it matches, only recomputes the aggregate; JSON Lines keeps no fingerprint, so a
 finished ``.jsonl`` is refused. Without ``resume``, an existing parts folder is refused (an interrupted
 run is never discarded silently) and a finished file is replaced once the new one is complete.
-``batch_size`` may change between a run and its resumption. Two processes must not write the same output.
+``batch_size`` may change between a run and its resumption. Two runs must not write the same output.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1, see ``logitlens.tasks.distributed``) every rank reads the same
+prompts (checked: a digest of the run record is compared) and forms the same batches a single process would
+on the prompts still to run; batch b goes to rank b mod W, which writes it as ``part-r<rank>-<n>.parquet``
+with n = (first free number) + b. Parts are joined in number order by rank 0, so the file has the same
+lines in the same order as one process writes. ``--resume`` works per rank and with another number of
+ranks than the killed run had: the prompts still missing are batched and shared anew. Every rank returns
+the aggregate; only rank 0 shows progress and writes the joined file.
 
 Example:
     >>> table = stream(lens, prompts, "facts.parquet", targets=[" Paris"], positions=[-1])
@@ -46,6 +54,7 @@ import hashlib
 import inspect
 import json
 import os
+import re
 import shutil
 import time
 import warnings
@@ -62,6 +71,7 @@ from logitlens.core.rows import Row
 from logitlens.engine.codecs import HEADER_KEY, read_parquet_header
 from logitlens.engine.lenses import Lens
 from logitlens.errors import LogitLensError
+from logitlens.tasks import distributed
 from logitlens.tasks.evaluation import RowAggregate
 from logitlens.tasks.progress import progress_bar
 
@@ -75,6 +85,7 @@ FORMAT = "logitlens.stream"
 VERSION = 1
 RUN_FILE = "run.json"
 STREAM_KEY = b"logitlens_stream"  # Parquet schema metadata: the run's fingerprint
+_PART = re.compile(r"part-(?:r\d+-)?(\d+)\.parquet")  # part-000012.parquet, or part-r1-000012 (rank 1)
 _NOT_OPTIONS = ("self", "prompts", "batch_size", "attention_mask")  # iter_run parameters that change no value
 
 
@@ -201,19 +212,43 @@ def stream(
     plist = _prompt_list(prompts)
     fmt = path.suffix.lower().lstrip(".")
     fp = fingerprint(lens, plist, run_kwargs, fmt)
-    parts = parts_dir(path)
-    done: set[int] = set()
+    with distributed.together("the streamed run") as group:
+        distributed.agree(
+            "the prompts and options",
+            hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest(),
+            "give every rank the same prompts file (a path every node sees) and the same options",
+        )
+        parts = parts_dir(path)
+        recorded, done, finished = _inspect(path, parts, fp, resume, overwrite, group)
+        if finished is not None:
+            finished.attrs.update(path=str(path), prompts=len(plist), resumed=len(plist), seconds=0.0)
+            return finished
+        t0 = time.perf_counter()
+        remaining = [i for i in range(len(plist)) if i not in done]
+        if remaining:
+            _run_share(lens, plist, remaining, parts, fp, recorded is not None, progress, group, run_kwargs)
+        distributed.barrier("waiting for every rank's parts")
+        df = _finish(path, parts, fp, len(plist)) if group.is_main else None
+        df = distributed.broadcast_object(df, "sharing the joined file's aggregate")
+    df.attrs.update(path=str(path), prompts=len(plist), resumed=len(done), seconds=time.perf_counter() - t0)
+    return df
+
+
+def _inspect(
+    path: Path, parts: Path, fp, resume: bool, overwrite: bool, group
+) -> tuple[dict | None, set[int], Any]:
+    """(the run record, prompts already written, the aggregate of a finished file to resume or None).
+    Every rank checks; only rank 0 cleans up (between two barriers), so no rank sees a half-cleaned folder."""
+    fmt = fp["output"]
     recorded = _read_run(parts) if parts.is_dir() else None
-    if parts.is_dir() and recorded is None:
-        shutil.rmtree(parts)  # killed before its first batch was written: nothing to keep
     if recorded is not None:
         if not resume:
             raise LogitLensError(
-                f"{parts} holds an interrupted run ({len(_done(parts))} of {recorded['prompts']['count']} "
-                "prompts written): pass --resume (resume=True) to continue it, or delete that folder to start over"
+                f"{parts} holds an interrupted run ({len(_done(parts, clean=False))} of "
+                f"{recorded['prompts']['count']} prompts written): pass --resume (resume=True) to continue it, "
+                "or delete that folder to start over"
             )
         _check_same(recorded, fp, path)
-        done = _done(parts)
     elif resume and path.exists():
         if fmt != "parquet":
             raise LogitLensError(
@@ -222,33 +257,79 @@ def stream(
             )
         _check_same(_file_fingerprint(path), fp, path)
         df = aggregate_table(path)
-        df.attrs.update(path=str(path), prompts=len(plist), resumed=len(plist), seconds=0.0)
-        return df
+        distributed.barrier("reading the finished file")
+        if group.is_main and parts.is_dir():
+            shutil.rmtree(parts)  # an empty folder of a run killed before its first batch
+        return None, set(), df
     elif path.exists() and not overwrite:
         raise LogitLensError(
             f"{path} already exists: pass --overwrite (overwrite=True) to replace it, or --resume "
             "(resume=True) to keep it if it holds this run"
         )
+    distributed.barrier("checking the parts folder")
+    if group.is_main and parts.is_dir():
+        if recorded is None:
+            shutil.rmtree(parts)  # killed before its first batch was written: nothing to keep
+        else:
+            _done(parts, clean=True)  # deletes unfinished *.tmp parts
+    distributed.barrier("cleaning the parts folder")
+    done = _done(parts, clean=False) if recorded is not None else set()
+    distributed.barrier("reading the finished parts")  # before any rank writes a new one
+    return recorded, done, None
 
-    t0 = time.perf_counter()
-    remaining = [i for i in range(len(plist)) if i not in done]
-    if remaining:
-        with progress_bar(
-            len(plist), "prompts", enabled=progress, description=f"{path.name}", completed=len(done)
-        ) as advance:
-            k, started = _next_part(parts), recorded is not None
-            for res in lens.iter_run([plist[i] for i in remaining], **run_kwargs):
-                res = res.replace(prompt_index=[remaining[j] for j in res.prompt_index])
-                table = res.to_arrow()
-                if not started:  # only now: a run refused by iter_run leaves nothing behind
-                    _start(parts, fp)
-                    started = True
-                _write_part(parts, k, table)
-                k += 1
-                advance(res.n_prompts)
-    df = _finish(path, parts, fp, len(plist))
-    df.attrs.update(path=str(path), prompts=len(plist), resumed=len(done), seconds=time.perf_counter() - t0)
-    return df
+
+def _run_share(lens, plist, remaining, parts, fp, started, progress, group, run_kwargs) -> None:
+    """Run this rank's batches of the ``remaining`` prompts and write each as a part. The batches are those
+    a single process forms on ``remaining`` (longest first, ``batch_size`` each); batch b goes to rank
+    b mod W and is written as part number base + b, so the parts sorted by number are the batches of one
+    process, in its order."""
+    base = _next_part(parts)
+    if group.distributed:
+        batches = _global_batches(lens, [plist[i] for i in remaining], run_kwargs)
+        mine = batches[group.rank :: group.world_size]
+        numbers = [base + b for b in range(group.rank, len(batches), group.world_size)]
+        chosen = sorted(j for batch in mine for j in batch)  # positions in `remaining`, ascending
+    else:
+        numbers, chosen = [], list(range(len(remaining)))
+    indices = [remaining[j] for j in chosen]
+    if not indices:
+        return
+    kwargs = dict(run_kwargs)
+    answers = kwargs.get("answers")
+    if isinstance(answers, Sequence) and not isinstance(answers, str) and len(answers) == len(plist):
+        kwargs["answers"] = [answers[i] for i in indices]
+    label = f"{parts.name.removesuffix('.parts')}{group.label()}"
+    with progress_bar(
+        len(indices) if group.distributed else len(plist),
+        "prompts",
+        enabled=progress and group.is_main,
+        description=label,
+        completed=0 if group.distributed else len(plist) - len(remaining),
+    ) as advance:
+        for n, res in enumerate(lens.iter_run([plist[i] for i in indices], **kwargs)):
+            res = res.replace(prompt_index=[indices[j] for j in res.prompt_index])
+            table = res.to_arrow()
+            if not started:  # only now: a run refused by iter_run leaves nothing behind
+                _start(parts, fp, group.rank)
+                started = True
+            k = numbers[n] if group.distributed else base + n
+            _write_part(parts, k, table, group.rank if group.distributed else None)
+            advance(res.n_prompts)
+            distributed.poll()
+
+
+def _global_batches(lens, prompts: list, run_kwargs: dict[str, Any]) -> list[list[int]]:
+    """The batches (positions in ``prompts``) ``iter_run`` forms on ``prompts``: longest first, ties in
+    order, ``batch_size`` each (a prompt too long without ``truncate`` keeps its length: the rank that runs
+    it refuses it)."""
+    ids, _ = lens.encode(
+        prompts, chat=run_kwargs.get("chat", False), prepend_bos=run_kwargs.get("prepend_bos")
+    )
+    ctx = lens.context_length
+    lengths = [min(len(s), ctx) if run_kwargs.get("truncate") and ctx else len(s) for s in ids]
+    order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
+    bs = run_kwargs.get("batch_size") or lens.batch_size
+    return [order[i : i + bs] for i in range(0, len(order), bs)]
 
 
 def _read_run(parts: Path) -> dict[str, Any] | None:
@@ -264,37 +345,46 @@ def _read_run(parts: Path) -> dict[str, Any] | None:
         raise LogitLensError(f"{file} is damaged; delete {parts} to start over") from None
 
 
-def _start(parts: Path, fp: dict[str, Any]) -> None:
+def _start(parts: Path, fp: dict[str, Any], rank: int = 0) -> None:
     parts.mkdir(exist_ok=True)
-    tmp = parts / (RUN_FILE + ".tmp")
+    tmp = parts / f"{RUN_FILE}.{rank}.tmp"  # every rank writes the same record: each through its own file
     tmp.write_text(json.dumps(fp, indent=1), encoding="utf-8")
     os.replace(tmp, parts / RUN_FILE)
 
 
+def _part_number(file: Path) -> int:
+    match = _PART.fullmatch(file.name)
+    if match is None:
+        raise LogitLensError(f"{file} is not a part of a streamed run; delete it or the folder {file.parent}")
+    return int(match.group(1))
+
+
 def _part_files(parts: Path) -> list[Path]:
-    return sorted(parts.glob("part-*.parquet")) if parts.is_dir() else []
+    """The finished parts in batch order: by number, whichever rank wrote them."""
+    return sorted(parts.glob("part-*.parquet"), key=_part_number) if parts.is_dir() else []
 
 
 def _next_part(parts: Path) -> int:
     files = _part_files(parts)
-    return int(files[-1].name[5:11]) + 1 if files else 0
+    return _part_number(files[-1]) + 1 if files else 0
 
 
-def _write_part(parts: Path, k: int, table: pa.Table) -> None:
+def _write_part(parts: Path, k: int, table: pa.Table, rank: int | None = None) -> None:
     import pyarrow.parquet as pq
 
-    final = parts / f"part-{k:06d}.parquet"
-    tmp = parts / f"part-{k:06d}.parquet.tmp"
+    name = f"part-{k:06d}.parquet" if rank is None else f"part-r{rank}-{k:06d}.parquet"
+    final = parts / name
+    tmp = parts / f"{name}.tmp"
     pq.write_table(table, tmp)
     os.replace(tmp, final)  # atomic: a part exists only once complete
 
 
-def _done(parts: Path) -> set[int]:
-    """Prompt indices held by the finished parts (unfinished ``*.tmp`` parts are deleted)."""
+def _done(parts: Path, *, clean: bool = True) -> set[int]:
+    """Prompt indices held by the finished parts (with ``clean``, unfinished ``*.tmp`` files are deleted)."""
     import pyarrow.parquet as pq
 
-    for tmp in parts.glob("*.tmp"):
-        tmp.unlink()
+    for tmp in parts.glob("*.tmp") if clean else ():
+        tmp.unlink(missing_ok=True)
     done: set[int] = set()
     for file in _part_files(parts):
         try:

@@ -63,10 +63,13 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from logitlens.errors import LogitLensError, first_line
+from logitlens.errors import LogitLensError
+from logitlens.tasks import distributed
+from logitlens.tasks.checkpoints import CHECKPOINT, LENS_FILES, check_out, load_checkpoint, save_checkpoint
 from logitlens.tasks.data import Corpus
 from logitlens.tasks.progress import progress_bar
 
@@ -91,28 +94,6 @@ SPLIT_SEED = 0  # ours: the train/validation split `logitlens eval` uses by defa
 CHECKPOINT_EVERY = 10  # ours
 EVAL_TOKENS = 2048  # ours: held-out tokens evaluated at the end (0: none)
 
-CHECKPOINT = "checkpoint.pt"
-_LENS_FILES = ("config.json", "translators.safetensors", "params.pt")
-_FORMAT = "logitlens.tuned_lens_checkpoint"
-# Settings that define a run's trajectory: a resumed run must match them.
-_DEFINING = (
-    "model",
-    "unembed_hash",
-    "data",
-    "data_hash",
-    "sequences",
-    "split_seed",
-    "steps",
-    "seq_len",
-    "batch_tokens",
-    "lr",
-    "momentum",
-    "weight_decay",
-    "warmup_steps",
-    "clip",
-    "seed",
-)
-
 
 class Interrupted(KeyboardInterrupt):
     """A Ctrl-C during training; ``step`` is the step of the last checkpoint in ``out`` (None: none yet)."""
@@ -121,43 +102,6 @@ class Interrupted(KeyboardInterrupt):
         super().__init__(f"interrupted; last checkpoint: step {step}")
         self.out = out
         self.step = step
-
-
-# ---- the output folder --------------------------------------------------------------------------------
-def check_out(out: str | os.PathLike, *, resume: bool = False, overwrite: bool = False) -> bool:
-    """Refuse (one line) an ``out`` folder that does not fit ``resume`` / ``overwrite``; True when there
-    is a checkpoint to resume from. Cheap: reads no file, imports no model."""
-    from logitlens.core.files import check_writable
-
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise LogitLensError(f"--out {path} is a file; give a folder for the tuned lens")
-    check_writable(path, "--out", folder_ok=True)  # before any training: the lens could not be saved
-    if resume and overwrite:
-        raise LogitLensError("give --resume (continue a run) or --overwrite (start over), not both")
-    has_checkpoint = (path / CHECKPOINT).is_file()
-    finished = (path / "config.json").is_file() and any((path / f).is_file() for f in _LENS_FILES[1:])
-    if resume:
-        if has_checkpoint:
-            return True
-        if finished:
-            raise LogitLensError(
-                f"{path} holds a finished tuned lens and no checkpoint: there is nothing to resume; train "
-                "into another --out, or pass --overwrite instead of --resume to train it again"
-            )
-        raise LogitLensError(
-            f"--resume: {path} holds no checkpoint ({CHECKPOINT}) to continue from; run without --resume"
-        )
-    if not overwrite and finished:
-        raise LogitLensError(
-            f"{path} already holds a trained tuned lens; give another --out, or --overwrite to replace it"
-        )
-    if not overwrite and has_checkpoint:
-        raise LogitLensError(
-            f"{path} holds the checkpoint of an unfinished run; add --resume to continue it, or --overwrite "
-            "to start over"
-        )
-    return False
 
 
 # ---- data ---------------------------------------------------------------------------------------------
@@ -413,26 +357,62 @@ def train_tuned_lens(
     the decode; only where asked, CPU included). progress: a bar on stderr (steps, loss, tokens/s).
     callback(step, loss): called after each step (1-based step, the step's mean KL over rows).
 
+    Under ``torchrun`` (``WORLD_SIZE`` > 1, see ``logitlens.tasks.distributed``) the run is data-parallel:
+    each step's sequences (the same global batch as one process) are shared out, rank r taking sequences
+    r, r + W, ...; the translators are wrapped in ``DistributedDataParallel`` (gradients all-reduced once
+    per step, after the last micro-batch); rank 0 shows progress, checkpoints and saves the lens; every
+    rank returns it. The global batch (= micro-batch x ranks x gradient accumulation) is in
+    ``meta["training"]``. A checkpoint resumes on any number of ranks that divides the step's sequences.
+
     Returns the trained ``TunedLens`` (its ``meta["training"]`` holds the run's facts); raises
     ``Interrupted`` on Ctrl-C (resume with ``resume=True``).
     """
-    import torch
-
     from logitlens.engine.tuned import TunedLens
 
     _check_args(
-        steps,
-        seq_len,
-        batch_tokens,
-        lr,
-        warmup_steps,
-        weight_decay,
-        momentum,
-        clip,
-        checkpoint_every,
+        steps, seq_len, batch_tokens, lr, warmup_steps, weight_decay, momentum, clip, checkpoint_every,
         eval_tokens,
-    )
+    )  # fmt: skip
     out = Path(out)
+    recipe = dict(lr=float(lr), momentum=float(momentum), weight_decay=float(weight_decay),
+                  warmup_steps=warmup_steps, clip=float(clip), seed=seed)  # fmt: skip
+    with distributed.together("training") as group:
+        plan = _plan_run(lens, data, out, steps, seq_len, batch_tokens, split_seed, recipe, dtype,
+                         resume, overwrite, lines, field, group)  # fmt: skip
+        tuned = TunedLens.for_model(lens).to(lens.decoder.device)
+        plan.settings["unembed_hash"] = tuned.meta.get("unembed_hash")
+        run = _start_run(lens, tuned, plan, group)
+        _loop(run, checkpoint_every, progress and group.is_main, callback)
+        facts = _facts(run)
+        if eval_tokens and plan.held_out is not None:
+            facts["held_out"] = _held_out(lens, tuned, plan.held_out, plan.seq_len, eval_tokens, dtype)
+        tuned.meta["training"] = facts
+        if group.is_main:
+            tuned.save(out)
+            (out / CHECKPOINT).unlink(missing_ok=True)
+        distributed.barrier("saving the lens")
+    return tuned
+
+
+@dataclass
+class _Plan:
+    """A run decided before its first step: data, batch sizes and the settings a checkpoint must match."""
+
+    out: Path
+    has_checkpoint: bool
+    seq_len: int
+    per_step: int  # sequences per step, over all ranks: the global batch
+    train_ids: torch.Tensor  # (n, seq_len) the packed train split
+    held_out: Corpus | None
+    split_name: str
+    compute: torch.dtype | None  # autocast dtype (None: fp32)
+    settings: dict[str, Any]
+
+
+def _plan_run(lens, data, out, steps, seq_len, batch_tokens, split_seed, recipe, dtype, resume, overwrite,
+              lines, field, group) -> _Plan:  # fmt: skip
+    """Check the options against the model and the data; read, split and pack the corpus (every rank the
+    same, which is checked); decide the settings. On rank 0, ``overwrite`` clears ``out``."""
     has_checkpoint = check_out(out, resume=resume, overwrite=overwrite)
     compute = _compute_dtype(dtype)
     ctx = lens.context_length
@@ -449,14 +429,19 @@ def train_tuned_lens(
             f"batch_tokens (--batch-tokens) {batch_tokens} is less than one sequence of {seq_len} tokens; "
             "raise --batch-tokens or lower --seq-len"
         )
+    if per_step % group.world_size:
+        raise LogitLensError(
+            f"a step of {per_step} sequences (--batch-tokens {batch_tokens} / --seq-len {seq_len}) cannot be "
+            f"shared evenly by {group.world_size} ranks: make --batch-tokens a multiple of "
+            f"{group.world_size * seq_len}, or use a number of ranks that divides {per_step}"
+        )
     corpus = _corpus(data, lines, field)
     held_out: Corpus | None = None
+    train = corpus
     if corpus.split_name == "all":
         train = corpus.split("train", seed=split_seed)
         with contextlib.suppress(LogitLensError):  # a corpus of one document has no validation split
             held_out = corpus.split("validation", seed=split_seed)
-    else:
-        train = corpus
     train_ids = train.sequences(lens.tokenizer, seq_len)  # (n, T)
     n_seq = train_ids.shape[0]
     if n_seq < per_step:
@@ -465,105 +450,199 @@ def train_tuned_lens(
             f"sequences of {seq_len} tokens ({n_seq * seq_len:,} tokens), one step needs {per_step} "
             f"(--batch-tokens {batch_tokens}); lower --batch-tokens or --seq-len, or add text"
         )
-    dev = lens.decoder.device
-    tuned = TunedLens.for_model(lens).to(dev)
     settings: dict[str, Any] = {
-        "model": str(lens.name),
-        "unembed_hash": tuned.meta.get("unembed_hash"),
-        "data": corpus.name,
-        "data_hash": _data_hash(train_ids),
-        "sequences": n_seq,
-        "split_seed": split_seed,
-        "steps": steps,
-        "seq_len": seq_len,
-        "batch_tokens": per_step * seq_len,
-        "lr": float(lr),
-        "momentum": float(momentum),
-        "weight_decay": float(weight_decay),
-        "warmup_steps": warmup_steps,
-        "clip": float(clip),
-        "seed": seed,
+        "model": str(lens.name), "unembed_hash": None, "data": corpus.name,
+        "data_hash": _data_hash(train_ids), "sequences": n_seq, "split_seed": split_seed, "steps": steps,
+        "seq_len": seq_len, "batch_tokens": per_step * seq_len, **recipe,
         "dtype": "bfloat16" if compute is not None else "float32",
-    }
-    params = [p for p in (tuned.weight, tuned.bias) if p.requires_grad]
-    opt = torch.optim.SGD(
-        params, lr=lr * (1 - momentum), momentum=momentum, nesterov=True, weight_decay=weight_decay
+    }  # fmt: skip
+    distributed.agree(
+        "the training data",
+        settings["data_hash"],
+        "give every rank the same files (a path every node sees), --split-seed and --seq-len",
     )
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(steps, warmup_steps))
-    start, seconds = 0, 0.0
-    losses: list[float] = []
-    if has_checkpoint:
-        start, losses, seconds = _load_checkpoint(out, settings, tuned, opt, sched)
-    elif overwrite:
-        for name in (*_LENS_FILES, CHECKPOINT):
+    distributed.barrier("checking --out")  # every rank has looked at --out before rank 0 clears it
+    if overwrite and not has_checkpoint and group.is_main:
+        for name in (*LENS_FILES, CHECKPOINT):
             (out / name).unlink(missing_ok=True)
-    autocast = _autocast(dev, compute)
-    micro = _micro_batch(lens.decoder, seq_len, lens.n_layers, lens.budget_bytes)
-    chunk = _token_chunk(lens.decoder, lens.n_layers, lens.budget_bytes)
-    step_tokens = per_step * seq_len
-    last_saved = start if has_checkpoint else None
-    t0, done_here = time.perf_counter(), 0
+    return _Plan(out, has_checkpoint, seq_len, per_step, train_ids, held_out, train.split_name, compute,
+                 settings)  # fmt: skip
+
+
+@dataclass
+class _Run:
+    """A run in progress: the lens, its translators (behind DDP when distributed), the optimiser, where
+    it stands, and how each step is cut (micro-batches, decode chunks)."""
+
+    lens: Any
+    tuned: TunedLens
+    plan: _Plan
+    group: distributed.Group
+    module: Any  # the translators as a module: (n, L, d) -> (n, L, d); DDP-wrapped when distributed
+    params: list
+    opt: Any
+    sched: Any
+    autocast: Any
+    micro: int  # sequences per forward pass on one rank
+    chunk: int  # tokens decoded together
+    start: int = 0
+    losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0  # before this call (a resumed run)
+    elapsed: float = 0.0  # in this call
+    tokens_here: int = 0  # tokens trained on in this call, all ranks
+    last_saved: int | None = None
+
+
+def _translators_module(tuned: TunedLens):
+    """The translators as an ``nn.Module`` whose forward is ``TunedLens.translate`` on every row (what
+    ``DistributedDataParallel`` wraps: its forward prepares the gradient all-reduce)."""
+    import torch
+    from torch import nn
+
+    class Translators(nn.Module):
+        def __init__(self, lens: TunedLens):
+            super().__init__()
+            self.lens = lens
+
+        def forward(self, h: torch.Tensor) -> torch.Tensor:  # (n, L, d) -> (n, L, d)
+            return self.lens.translate(torch.arange(h.shape[1], device=h.device), h)
+
+    return Translators(tuned)
+
+
+def _start_run(lens, tuned: TunedLens, plan: _Plan, group: distributed.Group) -> _Run:
+    """The optimiser and schedule, the checkpoint's state if resuming, and DDP when distributed."""
+    import torch
+
+    s = plan.settings
+    params = [p for p in (tuned.weight, tuned.bias) if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=s["lr"] * (1 - s["momentum"]), momentum=s["momentum"], nesterov=True,
+                          weight_decay=s["weight_decay"])  # fmt: skip
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(s["steps"], s["warmup_steps"]))
+    run = _Run(
+        lens, tuned, plan, group, _translators_module(tuned), params, opt, sched,
+        _autocast(lens.decoder.device, plan.compute),
+        _micro_batch(lens.decoder, plan.seq_len, lens.n_layers, lens.budget_bytes),
+        _token_chunk(lens.decoder, lens.n_layers, lens.budget_bytes),
+    )  # fmt: skip
+    if plan.has_checkpoint:
+        run.start, run.losses, run.seconds = load_checkpoint(plan.out, s, tuned, opt, sched)
+        run.last_saved = run.start
+    if group.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        dev = lens.decoder.device
+        ids = [dev.index] if dev.type == "cuda" else None
+        run.module = distributed.run_collective(
+            "wrapping the translators in DDP", lambda: DistributedDataParallel(run.module, device_ids=ids)
+        )
+    return run
+
+
+def _step(run: _Run, step: int) -> float:
+    """One optimiser step: this rank's share of the step's sequences, micro-batch by micro-batch (the
+    gradient all-reduce after the last), then clipping, the update and the schedule. Returns the step's
+    loss (the mean over rows of each row's mean KL over the step's tokens, all ranks)."""
+    import torch
+
+    plan, lens, group = run.plan, run.lens, run.group
+    n_seq = plan.train_ids.shape[0]
+    ids = plan.train_ids[batch_indices(n_seq, step, plan.per_step, plan.settings["seed"])]  # (per_step, T)
+    mine = ids[group.rank :: group.world_size] if group.distributed else ids
+    step_tokens = plan.per_step * plan.seq_len
+    scale = group.world_size / step_tokens  # DDP averages over ranks: the mean is the sum / step_tokens
+    run.opt.zero_grad(set_to_none=True)
+    per_row = torch.zeros(lens.n_layers, dtype=torch.float64)
+    batches = mine.split(run.micro)
+    for i, batch in enumerate(batches):
+        last = i == len(batches) - 1
+        sync = contextlib.nullcontext() if last or not group.distributed else run.module.no_sync()
+        with sync:
+            per_row += _micro_step(run, batch, scale)
+    if group.distributed:
+        per_row = torch.from_numpy(distributed.all_sum(per_row.numpy(), f"step {step + 1}'s loss"))
+    torch.nn.utils.clip_grad_norm_(run.params, plan.settings["clip"])
+    run.opt.step()
+    run.sched.step()
+    return float(per_row.mean()) / step_tokens
+
+
+def _micro_step(run: _Run, batch: torch.Tensor, scale: float) -> torch.Tensor:
+    """Forward, decode and backward of one micro-batch; (L,) float64 sums of each row's KL over its tokens.
+    The decode runs chunk by chunk with gradients up to the translated rows, then ONE backward through the
+    translators."""
+    import torch
+
+    h, final = _capture(run.lens, batch, run.autocast)  # (n, L, d), (n, V)
+    x = run.module(h)  # (n, L, d), one product for all tokens and rows
+    flat, grad_x = x.detach(), torch.zeros_like(x)
+    kls = []
+    for s in range(0, x.shape[0], run.chunk):
+        xc = flat[s : s + run.chunk].requires_grad_()
+        # the loss: the sum over rows of each row's mean KL over the step's tokens
+        kl, grad = _row_kl(run.lens.decoder, xc, final[s : s + run.chunk], run.autocast, scale=scale)
+        assert grad is not None
+        grad_x[s : s + run.chunk] = grad
+        kls.append(kl.detach())
+    per_row = torch.zeros(run.lens.n_layers, dtype=torch.float64)
+    for kl in kls:  # to the host after the loop: one wait for the device, not one per chunk
+        per_row += kl.double().sum(0).cpu()
+    x.backward(grad_x, inputs=run.params)  # then through the translators, once
+    return per_row
+
+
+def _loop(run: _Run, checkpoint_every: int, progress: bool, callback) -> None:
+    """Steps from ``run.start`` to the last, with the progress bar, the callback and rank 0's checkpoints;
+    Ctrl-C raises ``Interrupted``."""
+    plan, steps = run.plan, run.plan.settings["steps"]
+    step_tokens = plan.per_step * plan.seq_len
+    t0 = time.perf_counter()
+    label = f"train{run.group.label()}"
     try:
-        with progress_bar(steps, "steps", enabled=progress, description="train", completed=start) as advance:
-            for step in range(start, steps):
-                ids = train_ids[batch_indices(n_seq, step, per_step, seed)]  # (per_step, T)
-                opt.zero_grad(set_to_none=True)
-                per_row = torch.zeros(lens.n_layers, dtype=torch.float64)
-                for batch in ids.split(micro):
-                    h, final = _capture(lens, batch, autocast)  # (n, L, d), (n, V)
-                    x = _translate(tuned, h)  # (n, L, d), one product for all tokens and rows
-                    flat, grad_x = x.detach(), torch.zeros_like(x)
-                    kls = []
-                    for s in range(0, x.shape[0], chunk):  # decode chunk by chunk, gradients up to x
-                        xc = flat[s : s + chunk].requires_grad_()
-                        # the loss: the sum over rows of each row's mean KL over the step's tokens
-                        kl, grad = _row_kl(
-                            lens.decoder, xc, final[s : s + chunk], autocast, scale=1 / step_tokens
-                        )
-                        assert grad is not None
-                        grad_x[s : s + chunk] = grad
-                        kls.append(kl.detach())
-                    for kl in kls:  # to the host after the loop: one wait for the device, not one per chunk
-                        per_row += kl.double().sum(0).cpu()
-                    x.backward(grad_x, inputs=params)  # then through the translators, once
-                    del h, final, x, flat, grad_x
-                torch.nn.utils.clip_grad_norm_(params, clip)
-                opt.step()
-                sched.step()
-                loss = float(per_row.mean()) / step_tokens
-                losses.append(loss)
-                done_here += step_tokens
-                elapsed = time.perf_counter() - t0
-                advance(1, status=f"loss {loss:.4f} nats · {done_here / max(elapsed, 1e-9):,.0f} tokens/s")
+        with progress_bar(
+            steps, "steps", enabled=progress, description=label, completed=run.start
+        ) as advance:
+            for step in range(run.start, steps):
+                loss = _step(run, step)
+                run.losses.append(loss)
+                run.tokens_here += step_tokens
+                run.elapsed = time.perf_counter() - t0
+                rate = run.tokens_here / max(run.elapsed, 1e-9)
+                advance(1, status=f"loss {loss:.4f} nats · {rate:,.0f} tokens/s")
                 if callback is not None:
                     callback(step + 1, loss)
                 if (step + 1) % checkpoint_every == 0 and step + 1 < steps:
-                    _save_checkpoint(
-                        out, step + 1, per_step, settings, tuned, opt, sched, losses, seconds + elapsed
-                    )
-                    last_saved = step + 1
+                    if run.group.is_main:
+                        save_checkpoint(plan.out, step + 1, plan.per_step, plan.settings, run.tuned,
+                                         run.opt, run.sched, run.losses, run.seconds + run.elapsed)  # fmt: skip
+                    run.last_saved = step + 1
+                distributed.poll()
     except KeyboardInterrupt:
-        raise Interrupted(out, last_saved) from None
-    seconds += time.perf_counter() - t0
-    facts: dict[str, Any] = {
-        **{k: v for k, v in settings.items() if k not in ("model", "unembed_hash", "data_hash")},
-        "split": train.split_name,
-        "sequences_per_step": per_step,
-        "tokens_seen": steps * step_tokens,
-        "optimizer": f"SGD, Nesterov momentum {momentum}",
-        "final_loss": losses[-1] if losses else None,
-        "losses": [round(x, 6) for x in losses],
-        "seconds": round(seconds, 2),
-        "tokens_per_s": round(done_here / max(1e-9, time.perf_counter() - t0), 2) if done_here else None,
-        "device": str(dev),
+        raise Interrupted(plan.out, run.last_saved) from None
+
+
+def _facts(run: _Run) -> dict[str, Any]:
+    """``meta["training"]``: the settings, the global batch and how it was cut, losses, speed, device."""
+    plan, s = run.plan, run.plan.settings
+    per_rank = plan.per_step // run.group.world_size
+    micro = min(run.micro, per_rank)
+    return {
+        **{k: v for k, v in s.items() if k not in ("model", "unembed_hash", "data_hash")},
+        "split": plan.split_name,
+        "sequences_per_step": plan.per_step,
+        "ranks": run.group.world_size,
+        "sequences_per_rank": per_rank,
+        "micro_batch": micro,  # sequences per forward pass on one rank
+        "grad_accumulation": -(-per_rank // micro),  # global batch = micro_batch x ranks x this
+        "tokens_seen": s["steps"] * plan.per_step * plan.seq_len,
+        "optimizer": f"SGD, Nesterov momentum {s['momentum']}",
+        "final_loss": run.losses[-1] if run.losses else None,
+        "losses": [round(x, 6) for x in run.losses],
+        "seconds": round(run.seconds + run.elapsed, 2),
+        "tokens_per_s": round(run.tokens_here / max(1e-9, run.elapsed), 2) if run.tokens_here else None,
+        "device": str(run.lens.decoder.device),
         "recipe": "Belrose et al. 2023; defaults of the tuned-lens package (scripts/train_loop.py)",
     }
-    if eval_tokens and held_out is not None:
-        facts["held_out"] = _held_out(lens, tuned, held_out, seq_len, eval_tokens, dtype)
-    tuned.meta["training"] = facts
-    tuned.save(out)
-    (out / CHECKPOINT).unlink(missing_ok=True)
-    return tuned
 
 
 def _held_out(lens, tuned, corpus: Corpus, seq_len: int, eval_tokens: int, dtype) -> dict[str, Any] | None:
@@ -583,61 +662,3 @@ def _held_out(lens, tuned, corpus: Corpus, seq_len: int, eval_tokens: int, dtype
         "kl_logit": [round(float(x), 6) for x in logit],
         "kl_tuned": [round(float(x), 6) for x in tuned_kl],
     }
-
-
-# ---- checkpoints ----------------------------------------------------------------------------------------
-def _save_checkpoint(out: Path, step, per_step, settings, tuned, opt, sched, losses, seconds) -> None:
-    import torch
-
-    from logitlens.core.files import write_atomic
-
-    state = {
-        "format": _FORMAT,
-        "version": 1,
-        "step": step,
-        "next_sequence": step * per_step,  # the data position: index into the stream of sequences
-        "settings": settings,
-        "weight": tuned.weight.detach().cpu().clone(),
-        "bias": tuned.bias.detach().cpu().clone(),
-        "optimizer": opt.state_dict(),
-        "scheduler": sched.state_dict(),
-        "rng": {
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        },
-        "losses": list(losses),
-        "seconds": seconds,
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / CHECKPOINT, lambda tmp: torch.save(state, tmp), "the training checkpoint")
-
-
-def _load_checkpoint(out: Path, settings, tuned, opt, sched) -> tuple[int, list[float], float]:
-    import torch
-
-    file = out / CHECKPOINT
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a damaged or foreign file
-        raise LogitLensError(
-            f"cannot read the checkpoint {file} ({first_line(exc)}); start over with --overwrite"
-        ) from None
-    if not isinstance(state, dict) or state.get("format") != _FORMAT:
-        raise LogitLensError(f"{file} is not a logitlens training checkpoint; start over with --overwrite")
-    saved = state["settings"]
-    for key in _DEFINING:
-        if saved.get(key) != settings.get(key):
-            raise LogitLensError(
-                f"cannot resume: the checkpoint in {out} was made with {key} = {saved.get(key)!r}, this run "
-                f"has {settings.get(key)!r}; resume with the same model, data and options, or start over "
-                "with --overwrite"
-            )
-    with torch.no_grad():
-        tuned.weight.copy_(state["weight"])
-        tuned.bias.copy_(state["bias"])
-    opt.load_state_dict(state["optimizer"])
-    sched.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"]["torch"])
-    if state["rng"]["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-    return int(state["step"]), [float(x) for x in state["losses"]], float(state["seconds"])
