@@ -117,9 +117,7 @@ def test_unknown_model(capsys, tmp_path):
 
 
 def test_truncate_flag(capsys, tiny_model_dir):
-    code, out, err = run_cli(
-        capsys, "run", "x " * 80, "--model", str(tiny_model_dir), "--truncate"
-    )
+    code, out, err = run_cli(capsys, "run", "x " * 80, "--model", str(tiny_model_dir), "--truncate")
     assert code == 0
     assert "logitlens: warning: prompt 1: kept the last 64 of" in err
 
