@@ -46,7 +46,7 @@ MODULES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("core/kernels.py", "kernels.py"),
         ("test_reduce.py", "test_reduce_mutants.py", "test_kernels_mutants.py"),
     ),
-    "lenses": (("engine/lenses.py",), ("test_lenses_mutants.py", "test_tuned.py")),
+    "lenses": (("engine/lenses.py",), ("test_lenses_mutants.py",)),
     "tuned": (
         ("engine/tuned.py", "tuned.py"),
         ("test_tuned.py", "test_tuned_guards.py", "test_lenses_mutants.py", "test_tuned_mutants.py"),
@@ -86,6 +86,17 @@ OUT_BUFFER = (
 )
 DEFAULT_ARG = "the argument given is the default (topk: dim=-1, sorted=True), or +1 is -1 on a 2-D tensor"
 
+_same(
+    "lenses",
+    "whitespace of lens.json only: every reader parses the JSON, whose content is tested",
+    *(
+        (
+            'json.dumps({"kind": self.kind, "name": self.name, "config": self.config()}, indent=1)',
+            f'json.dumps({{"kind": self.kind, "name": self.name, "config": self.config()}}, {arg})',
+        )
+        for arg in ("indent=None", "", "indent=2")
+    ),
+)
 _same(
     "kernels",
     DEVICE_ONLY,

@@ -244,7 +244,7 @@ def test_a_late_write_failure_writes_the_others_and_names_it(capsys, tmp_path, t
         (["--top-k", "1000000"], "--top-k must be at most the vocabulary size"),
         (["--positions=5"], "position 5 is out of range for prompt 1, which has"),
         (["--device", "cuda"], "CUDA is not available here"),
-        (["--tuned-lens", "no-such-lens"], "--tuned-lens no-such-lens: no such folder"),
+        (["--tuned-lens", "no-such-lens"], "--tuned-lens no-such-lens: the folder does not exist"),
         (["--tuned-lens", "{wide}"], "this tuned lens was trained for"),
     ],
 )

@@ -177,3 +177,26 @@ def test_tuned_lens_rows_past_its_translators_and_sub_block_rows_are_refused():
     with pytest.raises(LogitLensError, match="no translator for the sub-block row '0.attn'"):
         lens.chunk_transform([Row(0, "attn"), Row(1)], 1)
     assert lens.chunk_transform([Row(1)], 0) is None  # only the output row: nothing to transform
+
+
+def test_a_subclass_with_a_kind_is_registered_and_sees_each_row():
+    class ByRow(Lens):
+        kind = "test-by-row-mutants"
+
+        def transform(self, row, index, h):
+            return h + (100 if row.site == "embed" else row.layer)
+
+    try:
+        assert LENSES["test-by-row-mutants"] is ByRow
+        h = torch.zeros(1, 4, 2)
+        out = ByRow().chunk_transform(ROWS, 3)(h)
+        assert out[0, :, 0].tolist() == [100.0, 0.0, 1.0, 0.0]
+    finally:
+        LENSES.pop("test-by-row-mutants", None)
+
+
+def test_saving_again_into_the_same_folder_overwrites(stateful, tmp_path):
+    stateful(torch.zeros(2, 3), torch.zeros(1)).save(tmp_path / "lens")
+    path = stateful(torch.ones(2, 3), torch.ones(1), name="second").save(tmp_path / "lens")
+    loaded = load_lens(path)
+    assert loaded.name == "second" and torch.equal(loaded.a, torch.ones(2, 3))

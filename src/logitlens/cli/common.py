@@ -360,7 +360,9 @@ def load(model: str, args, tuned_lens=None, prompts: list | None = None):
     the tokenizer is refused before the weights load (``preflight``): --top-k past the vocabulary,
     --positions outside a prompt, a prompt longer than the context without --truncate."""
     if isinstance(tuned_lens, str) and tuned_lens != "-" and not Path(tuned_lens).is_dir():
-        raise LogitLensError(f"--tuned-lens {tuned_lens}: no such folder; give the folder train-lens wrote")
+        raise LogitLensError(
+            f"--tuned-lens {tuned_lens}: the folder does not exist; give the folder train-lens wrote"
+        )
     max_memory = parse_max_memory(getattr(args, "max_memory", None))  # a bad value fails before any loading
     if model != "default":  # before torch is imported: a bad name answers in a second
         from logitlens.model.sources import check_source
