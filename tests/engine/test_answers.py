@@ -126,11 +126,13 @@ def test_critical_layers_leave_out_the_embedding_step(lens):
     res = lens.run(PROMPTS[0])
     rises, falls = res.critical_rows(0)
     assert len(rises) <= 3 and len(falls) <= 3
-    assert all(r >= 2 and size > 0 for r, size in rises + falls)  # never the step embed -> block 0
+    assert all(c.layer >= 1 and c.nats > 0 for c in rises + falls)  # never the step embed -> block 0
     logp = res.final_probs[0, :, -1].clamp_min(1e-30).log()
-    for r, size in rises:
-        assert size == pytest.approx(float(logp[r] - logp[r - 1]), abs=1e-5)
-    assert [s for _, s in rises] == sorted((s for _, s in rises), reverse=True)
+    for c in rises:
+        r = res.row_names.index(c.row)
+        assert res.rows[r].layer == c.layer  # the block index, as the summary and the tables number rows
+        assert c.nats == pytest.approx(float(logp[r] - logp[r - 1]), abs=1e-5)
+    assert [c.nats for c in rises] == sorted((c.nats for c in rises), reverse=True)
 
 
 # ---- the command ------------------------------------------------------------------------------------------
