@@ -98,21 +98,8 @@ def attribute(
     summary (``attribution_summary``). The model's own final norm and unembedding are used; a tuned lens
     plays no part.
     """
-    import pandas as pd
-
     decoder = lens.decoder
-    if not lens.backend.runs_here or decoder.offloaded:
-        raise LogitLensError(
-            "attribution reads the unembedding's weights: load the model with its weights on this machine "
-            "(not offloaded, not a remote-only nnsight model)"
-        )
-    decoder.refuse_streams("attribution")  # several residual streams: the output is not a sum of writes
-    norm = decoder.final_norm
-    if norm is None:
-        raise LogitLensError(
-            f"cannot attribute for model_type '{decoder.model_type}': its final norm matches no RMSNorm or "
-            "LayerNorm description; give Architecture(norm='rms'|'layer', norm_offset=...)"
-        )
+    norm = _check_can_attribute(lens)
     ids = _prompt_ids(lens, prompt)
     pos = _position(position, len(ids))
     namer = lens.namer
@@ -132,32 +119,14 @@ def attribute(
         values, has_bias, s = _contributions(decoder, norm, comps, x_final, t_id, b_id)
     if has_bias:
         comps.append(("bias", None, "bias", None))
-
-    post = _post_scale(decoder)
-    ref = _output_row(decoder, h[-1], t_id, b_id, post)
-    n = decoder.n_layers
-    lines = []
-    total = 0.0
-    for (name, layer, kind, _), value in zip(comps, values, strict=True):
-        total += value
-        lines.append(
-            {
-                "component": name,
-                "label": _label(name, layer, kind),
-                "layer": layer,
-                "kind": kind,
-                "depth": _depth(layer, kind, n),
-                "contribution": value,
-                "cumulative": total,
-            }
-        )
-    df = pd.DataFrame(lines)
-    df["layer"] = df["layer"].astype("Int64")
+    ref = _output_row(decoder, h[-1], t_id, b_id, _post_scale(decoder))
+    df = _lines(comps, values, decoder.n_layers)
     tokens = namer.many(ids)
+    total = float(df["cumulative"].iloc[-1]) if len(df) else 0.0
     df.attrs = {
         "model": lens.name,
         "model_type": decoder.model_type,
-        "n_layers": n,
+        "n_layers": decoder.n_layers,
         "target": t_name,
         "target_id": t_id,
         "baseline": b_name,
@@ -177,6 +146,48 @@ def attribute(
         "linearisation": _linearisation(norm.kind, norm.offset, b_id is None, decoder),
     }
     df.attrs["summary"] = attribution_summary(df)
+    return df
+
+
+def _check_can_attribute(lens: LogitLens):
+    """The final norm's description, or one line saying why this model cannot be attributed here."""
+    decoder = lens.decoder
+    if not lens.backend.runs_here or decoder.offloaded:
+        raise LogitLensError(
+            "attribution reads the unembedding's weights: load the model with its weights on this machine "
+            "(not offloaded, not a remote-only nnsight model)"
+        )
+    decoder.refuse_streams("attribution")  # several residual streams: the output is not a sum of writes
+    norm = decoder.final_norm
+    if norm is None:
+        raise LogitLensError(
+            f"cannot attribute for model_type '{decoder.model_type}': its final norm matches no RMSNorm or "
+            "LayerNorm description; give Architecture(norm='rms'|'layer', norm_offset=...)"
+        )
+    return norm
+
+
+def _lines(comps, values, n: int) -> pd.DataFrame:
+    """One line per component, in model order, with its running sum."""
+    import pandas as pd
+
+    lines = []
+    total = 0.0
+    for (name, layer, kind, _), value in zip(comps, values, strict=True):
+        total += value
+        lines.append(
+            {
+                "component": name,
+                "label": _label(name, layer, kind),
+                "layer": layer,
+                "kind": kind,
+                "depth": _depth(layer, kind, n),
+                "contribution": value,
+                "cumulative": total,
+            }
+        )
+    df = pd.DataFrame(lines)
+    df["layer"] = df["layer"].astype("Int64")
     return df
 
 
