@@ -210,20 +210,7 @@ class NNsightBackend:
         Prompts are split into requests of at most ``max_request_tokens`` padded tokens. The last row
         must be the model's output; it is checked against the model's logits on the server's side.
         """
-        if not (remote is True or remote is False or remote is None or isinstance(remote, str)):
-            raise LogitLensError(f"remote must be {_REMOTE_CHOICES}; got {remote!r}")
-        if isinstance(remote, str) and remote != "local" and not remote.startswith(("http://", "https://")):
-            raise LogitLensError(f"remote must be {_REMOTE_CHOICES}; got {remote!r}")
-        nnsight = require_nnsight()
-        if remote and not hasattr(self.nnmodel, "to_model_key"):
-            raise LogitLensError(
-                f"remote runs need nnsight's TransformersModel (or LanguageModel), not a bare "
-                f"{type(self.nnmodel).__name__}: give LogitLens the model's tokenizer, or wrap it yourself"
-            )
-        if remote is True or (isinstance(remote, str) and remote != "local"):
-            require_ndif(remote)  # a missing key or server fails here, at once, in one line
-        if remote:
-            nnsight.register(kernels)  # ship the in-trace functions by value: NDIF has no logitlens
+        self._prepare_remote(remote)
         started = time.perf_counter()
         ids_cpu, mask_cpu, gather_cpu = input_ids.cpu(), attention_mask.cpu(), gather.cpu()
         lengths = mask_cpu.sum(1).tolist()
@@ -270,13 +257,7 @@ class NNsightBackend:
             where.extend(picked)
         diff, scale = torch.stack(checks).amax(0).tolist()  # NaN stays NaN
         self._raise_on_mismatch(diff, scale)
-        order = torch.empty(len(where), dtype=torch.long)
-        order[torch.tensor(where, dtype=torch.long)] = torch.arange(len(where))
-        out = {}
-        for name in parts[0]:
-            value = torch.cat([p[name] for p in parts])[order]
-            dtype = REGISTRY[name].dtype if name in REGISTRY else value.dtype
-            out[name] = value.to(dtype)
+        out = _in_cell_order(parts, where)
         self.last_run = RemoteRun(
             requests=len(parts),
             bytes_returned=returned,
@@ -285,6 +266,24 @@ class NNsightBackend:
             seconds=time.perf_counter() - started,
         )
         return out
+
+    def _prepare_remote(self, remote: bool | str) -> None:
+        """Refuse, in one line, a ``remote`` value or a model that cannot run remotely; check NDIF's key and
+        server for a real remote run; register the in-trace kernels to be shipped by value."""
+        if not (remote is True or remote is False or remote is None or isinstance(remote, str)):
+            raise LogitLensError(f"remote must be {_REMOTE_CHOICES}; got {remote!r}")
+        if isinstance(remote, str) and remote != "local" and not remote.startswith(("http://", "https://")):
+            raise LogitLensError(f"remote must be {_REMOTE_CHOICES}; got {remote!r}")
+        nnsight = require_nnsight()
+        if remote and not hasattr(self.nnmodel, "to_model_key"):
+            raise LogitLensError(
+                f"remote runs need nnsight's TransformersModel (or LanguageModel), not a bare "
+                f"{type(self.nnmodel).__name__}: give LogitLens the model's tokenizer, or wrap it yourself"
+            )
+        if remote is True or (isinstance(remote, str) and remote != "local"):
+            require_ndif(remote)  # a missing key or server fails here, at once, in one line
+        if remote:
+            nnsight.register(kernels)  # ship the in-trace functions by value: NDIF has no logitlens
 
     def _one_request(
         self,
@@ -367,3 +366,16 @@ def _saved_bytes(obj: Any) -> int:
     buffer = io.BytesIO()
     torch.save(obj, buffer, pickle_protocol=4)
     return buffer.tell()
+
+
+def _in_cell_order(parts: list[dict[str, torch.Tensor]], where: list[int]) -> dict[str, torch.Tensor]:
+    """The requests' statistics joined and put back in the order of the cells (``where``: each returned
+    line's cell index), in the registry's dtypes."""
+    order = torch.empty(len(where), dtype=torch.long)
+    order[torch.tensor(where, dtype=torch.long)] = torch.arange(len(where))
+    out = {}
+    for name in parts[0]:
+        value = torch.cat([p[name] for p in parts])[order]
+        dtype = REGISTRY[name].dtype if name in REGISTRY else value.dtype
+        out[name] = value.to(dtype)
+    return out
