@@ -36,24 +36,39 @@ __all__ = ["FORMAT", "VERSION", "LensResult", "first_stable", "largest_changes",
 class LensResult:
     """What every row predicts at every decoded position of every prompt.
 
-    Attributes (shapes):
-        top_ids, top_probs: (N, R, P, k) the k most probable tokens and their probabilities
-        final_probs: (N, R, P) probability of the final row's top-1 token
-        entropy: (N, R, P) entropy of each row's distribution, nats
-        kl_to_final: (N, R, P) KL(final || row), nats; 0 on the last row
-        cross_entropy: (N, R, P) -log p(actual next token), nats; NaN at a prompt's last token
-        agrees_with_final: (N, R, P) bool, top-1 equals the final row's top-1
-        target_probs, target_ranks: (N, R, P, T) probability (summed over a target's token set) and rank
-            (1 = most probable; for a set, its best token) of each target
-        any registered statistic: by its name
-        positions: (N, P) input position of each column (-1 where a prompt has none)
-        rows: R ``Row`` specs (layer, site); row_names: their names; tokens: readable input tokens of each
-        prompt (all positions); input_ids: the token ids of each prompt; vocab: readable strings of every
-        id the result mentions; meta: model, lens, dtype, ...
-        answers: each prompt's answer (None without one; empty list when the run had no answers);
-        answer_ids: its token ids; answer_logprobs: (N, R) the whole answer's teacher-forced
-        log-probability per row (sum over its tokens); answer_probs, answer_ranks: (N, R) the first answer
-        token's probability and rank at the prompt's last position (NaN / -1 without an answer)
+    Shapes: N prompts, R rows, P decoded positions (columns), k top-k, T targets. ``LogitLens.run`` makes
+    one; ``LensResult.load`` reads a saved one. Every statistic of the registry is an attribute by its name
+    (``res.entropy``) and ``res.stat(name)``.
+
+    Attributes:
+        top_ids: (N, R, P, k) the k most probable token ids, most probable first.
+        top_probs: (N, R, P, k) their probabilities.
+        final_probs: (N, R, P) probability of the final row's top-1 token.
+        entropy: (N, R, P) entropy of each row's distribution, nats.
+        kl_to_final: (N, R, P) KL(final || row), nats; 0 on the last row.
+        cross_entropy: (N, R, P) -log p(actual next token), nats; NaN at a prompt's last token.
+        agrees_with_final: (N, R, P) bool, top-1 equals the final row's top-1.
+        target_probs: (N, R, P, T) probability of each target (summed over a target's token set).
+        target_ranks: (N, R, P, T) rank of each target (1 = most probable; for a set, its best token).
+        positions: (N, P) input position of each column (-1 where a prompt has none).
+        rows: R ``Row`` specs (layer, site).
+        row_names: their names, ["embed", "0", ..., "L-1"].
+        tokens: readable input tokens of each prompt (all positions).
+        input_ids: the token ids of each prompt.
+        vocab: readable strings of every id the result mentions.
+        meta: model, lens, dtype, ...
+        answers: each prompt's answer (None without one; empty list when the run had no answers).
+        answer_ids: each answer's token ids.
+        answer_logprobs: (N, R) the whole answer's teacher-forced log-probability per row (sum over its
+            tokens).
+        answer_probs: (N, R) the first answer token's probability at the prompt's last position (NaN
+            without an answer).
+        answer_ranks: (N, R) its rank there (-1 without an answer).
+
+    Example:
+        >>> res = lens.run("The Eiffel Tower is in the city of", targets=[" Paris"])
+        >>> res.target_ranks[0, :, -1, 0]   # (R,) the rank of " Paris" at the last position, row by row
+        >>> res.summary(); res.to_dataframe(); res.save("r.parquet")
     """
 
     def __init__(
