@@ -109,3 +109,14 @@ def test_notebook_is_committed_executed_and_offline(path):
         cells = nb["cells"]
 
     assert load_script("run_notebooks").cdn_urls(Nb) == []
+
+
+def test_the_offline_check_catches_a_cdn_figure():
+    """Guards the check itself: plotly's "notebook_connected" renderer loads plotly.js from its CDN."""
+
+    class Nb:
+        cells = [
+            {"outputs": [{"data": {"text/html": "<script src='https://cdn.plot.ly/plotly-3.0.1.min.js'>"}}]}
+        ]
+
+    assert load_script("run_notebooks").cdn_urls(Nb) == ["https://cdn."]
