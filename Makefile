@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo docs-picture docs-serve test lint format bench mutate clean
+.PHONY: setup demo docs docs-test notebooks docs-picture docs-serve test lint format bench mutate clean
 
 setup: $(STAMP)
 
@@ -48,6 +48,21 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format src tests benchmarks
 	$(VENV)/bin/ruff check --fix src tests benchmarks
 
+# The docs site (mkdocs.yml): pages in docs/, the CLI page generated from the parsers, the API from the
+# docstrings, the notebooks of examples/ with their committed outputs; offline, strict (a broken link, a
+# missing reference or a docstring warning fails). `make docs-test` also runs every notebook (CI, after
+# `make test`), each within NOTEBOOK_TIMEOUT seconds, in a scratch folder, without rewriting them;
+# `make notebooks` runs them and saves their outputs.
+NOTEBOOK_TIMEOUT ?= 300
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
+docs-test: docs
+	HF_HUB_OFFLINE=1 $(PY) scripts/run_notebooks.py --timeout $(NOTEBOOK_TIMEOUT)
+
+notebooks: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) scripts/run_notebooks.py --timeout $(NOTEBOOK_TIMEOUT) --write
+
 # Benchmarks (never part of `make test`): the engine against the straight recipe in the project venv, then
 # logitlens against nnsight, tuned-lens and the floor, each tool in its own process, all in one extra venv
 # with the project's torch and transformers. tuned-lens 0.2.0 goes in without its dependencies (wandb,
@@ -81,4 +96,4 @@ mutate: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) scripts/mutate.py $(MUTATE_ARGS)
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) .bench .demo .pytest_cache .ruff_cache src/*.egg-info
+	rm -rf $(VENV) $(BENCH_VENV) .bench .demo .pytest_cache .ruff_cache .cache site src/*.egg-info

@@ -1,4 +1,5 @@
-"""The README's Python snippets run as written (on the real default model)."""
+"""The README's Python snippets run as written (on the real default model); the docs pages' Python snippets
+compile and name only what exists."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import pytest
 
 from markers import needs_default_model
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]  # the README and every page of the docs site
 
 
-def python_blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+def python_blocks(path: Path = README) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S)
 
 
 @pytest.mark.slow
@@ -30,22 +33,24 @@ def test_quick_start_snippet_runs(tmp_path, monkeypatch):
 
 
 def test_every_snippet_is_valid_python():
-    blocks = python_blocks()
-    assert len(blocks) >= 3
-    for block in blocks:
-        compile(block, "README.md", "exec")
+    assert len(python_blocks()) >= 1
+    assert sum(len(python_blocks(page)) for page in PAGES) >= 10
+    for page in PAGES:
+        for block in python_blocks(page):
+            compile(block, page.name, "exec")
 
 
-def test_snippet_names_exist():
-    """Every logitlens.X / res.X / lens.X the README mentions exists."""
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_snippet_names_exist(page):
+    """Every logitlens.X / res.X / lens.X the README or a docs page mentions exists."""
     import logitlens
     from logitlens import LensResult, LogitLens
 
-    text = README.read_text()
+    text = page.read_text()
     RESULT_FIELDS = set(inspect.signature(LensResult.__init__).parameters)  # noqa: N806
     for name in set(re.findall(r"logitlens\.(\w+)\(", text)) - {"report", "png"}:
         assert hasattr(logitlens, name), name
-    for name in set(re.findall(r"\bres\.(\w+)\b(?!\")", text)):
+    for name in set(re.findall(r"(?<![\w/.-])res\.(\w+)\b(?!\")", text)):
         assert hasattr(LensResult, name) or name in RESULT_FIELDS, name
-    for name in set(re.findall(r"\blens\.(\w+)\b(?!\")", text)):
+    for name in set(re.findall(r"(?<![\w/.-])lens\.(\w+)\b(?!\")", text)):
         assert hasattr(LogitLens, name) or name in ("model", "tokenizer"), name

@@ -2,7 +2,17 @@
 
 
 class LogitLensError(ValueError):
-    """Raised with a one-line message that says what was wrong and how to fix it."""
+    """Raised with a one-line message that says what was wrong and how to fix it.
+
+    Every bad input raises it before any long work; the command line prints it and exits with status 2.
+    It is a ``ValueError``.
+
+    Example:
+        >>> try:
+        ...     lens.run("")
+        ... except logitlens.LogitLensError as exc:
+        ...     print(exc)   # one line: what was wrong and how to fix it
+    """
 
 
 def first_line(exc: BaseException) -> str:

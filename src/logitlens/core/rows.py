@@ -30,7 +30,17 @@ SITES = ("embed", "resid", "attn")  # where a row is read; component outputs com
 
 @dataclass(frozen=True)
 class Row:
-    """One decoded row: ``layer`` is the block index (-1 for "embed"), ``site`` where in it the row is read."""
+    """One decoded row: ``layer`` is the block index (-1 for "embed"), ``site`` where in it the row is read.
+
+    Attributes:
+        layer: the block index, -1 for the embeddings.
+        site: "embed" (the input to block 0), "resid" (the block's output) or "attn" (after the block's
+            attention, before its MLP).
+
+    Example:
+        >>> Row(12).name, Row(12).label, Row(12, "attn").name, Row(-1, "embed").name
+        ('12', 'after block 12', '12.attn', 'embed')
+    """
 
     layer: int
     site: str = "resid"

@@ -23,7 +23,18 @@ __all__ = ["PromptInputs", "Target", "next_id", "resolve_positions", "unpad"]
 
 @dataclass(frozen=True)
 class Target:
-    """A token (or a set of tokens whose probability mass is summed) tracked across rows."""
+    """A token (or a set of tokens whose probability mass is summed) tracked across rows.
+
+    ``run(targets=...)`` makes them from strings (first token), ids, or tuples/sets of those;
+    ``logitlens.concept`` builds one from words.
+
+    Attributes:
+        name: the label in results, tables and plots.
+        ids: the token ids whose probability is summed (rank: the best one's).
+
+    Example:
+        >>> lens.run("The capital of France is", targets=[Target("paris", (12, 34))])   # ids of your tokenizer
+    """
 
     name: str
     ids: tuple[int, ...]

@@ -46,11 +46,30 @@ _CONTEXT_ATTRS = ("max_position_embeddings", "n_positions", "n_ctx", "seq_length
 
 
 class LogitLens:
-    """The logit lens over a Hugging Face causal LM.
+    """The logit lens over a Hugging Face causal LM: decode every row through the model's own final norm and
+    unembedding, reduced at once to statistics (a ``LensResult``).
 
-    tuned_lens: a ``TunedLens`` or its folder (either layout, see ``logitlens.engine.tuned``): every run then
-    decodes through its translators (``meta["lens"] == "tuned"``). It is refused, in one line, when made for
-    another model (block count, d_model, unembedding hash); ``check_hash=False`` skips the hash only.
+    Building one checks the model (the decoded last block must equal the model's own logits on a probe
+    input) unless ``check=False``.
+
+    Args:
+        model: a transformers causal LM, already loaded (or an nnsight ``LanguageModel``).
+        tokenizer: its tokenizer; ``None`` when you pass token ids only.
+        arch: an ``Architecture`` for this model only (default: the table's entry, or discovery).
+        check: run the load-time self-check.
+        budget_bytes: memory for decoding intermediates, in bytes (the CLI's ``--memory-budget``).
+        batch_size: prompts per forward pass.
+        name: the model's name in results and pictures (default: its config's ``_name_or_path``).
+        lens: the ``Lens`` every run decodes through (default: ``IdentityLens``, the logit lens).
+        backend: how rows are captured (default: forward hooks; nnsight for an nnsight model).
+        tuned_lens: a ``TunedLens`` or its folder (either layout, see ``logitlens.engine.tuned``): every run
+            then decodes through its translators (``meta["lens"] == "tuned"``). It is refused, in one line,
+            when made for another model (block count, d_model, unembedding hash).
+        check_hash: ``False`` skips the tuned lens's unembedding hash (never its shapes).
+
+    Raises:
+        LogitLensError: not a causal LM, a bad option, a tuned lens for another model, or a failed
+            self-check.
 
     Example:
         >>> lens = LogitLens.from_pretrained("default")
@@ -124,19 +143,40 @@ class LogitLens:
         preflight: Callable[[Any, Any], None] | None = None,
         **kwargs,
     ) -> LogitLens:
-        """Load ``name``: "default" (the embedded SmolLM2-135M-Instruct), a Hugging Face id or a local path.
+        """Load a model and its tokenizer and wrap them.
 
-        dtype: "float32" | "bfloat16" | "float16" | "auto" or a torch.dtype; device: "cpu", "cuda",
-        "cuda:1", "mps" or "auto" (spread over the available devices). Remote code runs only with
-        trust_remote_code=True. backend: "hooks" (forward hooks) or "nnsight" (nnsight traces; needs
-        ``pip install 'logitlens[remote]'``); load_weights=False (nnsight only) builds the model on the meta
-        device, for remote runs: nothing is downloaded but the config and tokenizer. device_map ("auto",
-        "balanced", "sequential" or {module: device}), max_memory, offload_folder: accelerate's placement of
-        a model bigger than one device; quantization: "int8" (torchao, CPU or GPU), "bnb-8bit" / "bnb-4bit"
-        (CUDA) or a transformers quantisation config (see ``logitlens.model.loading``). preflight:
-        ``fn(config, tokenizer)``, called once they are read and before the weights load, to refuse what
-        needs no weights (the CLI checks --top-k and --positions there). Extra keyword arguments go to
-        LogitLens().
+        Args:
+            name: "default" (the embedded SmolLM2-135M-Instruct, offline), a Hugging Face id or a local
+                folder.
+            dtype: "float32", "bfloat16", "float16", "auto" or a ``torch.dtype`` (statistics are fp32
+                either way).
+            device: "cpu", "cuda", "cuda:1", "mps" or "auto" (spread over the available devices).
+            trust_remote_code: let a model's own Python code run (off by default).
+            revision: a hub revision (branch, tag or commit).
+            backend: "hooks" (forward hooks) or "nnsight" (nnsight traces; needs
+                ``pip install 'logitlens[remote]'``).
+            load_weights: ``False`` (nnsight only) builds the model on the meta device, for remote runs:
+                nothing is downloaded but the config and tokenizer.
+            device_map: "auto", "balanced", "sequential" or {module: device}: accelerate's placement of a
+                model bigger than one device, with ``max_memory`` and ``offload_folder``.
+            max_memory: per-device limits for ``device_map``, e.g. {0: "70GiB", "cpu": "200GiB"}.
+            offload_folder: where accelerate offloads weights to disk.
+            quantization: "int8" (torchao, CPU or GPU), "bnb-8bit" / "bnb-4bit" (CUDA) or a transformers
+                quantisation config (see ``logitlens.model.loading``).
+            preflight: ``fn(config, tokenizer)``, called once they are read and before the weights load, to
+                refuse what needs no weights (the CLI checks --top-k and --positions there).
+            **kwargs: go to ``LogitLens()`` (``tuned_lens=``, ``batch_size=``, ``budget_bytes=`` ...).
+
+        Returns:
+            The ``LogitLens``, self-checked.
+
+        Raises:
+            LogitLensError: an unknown model (in seconds: a missing folder, a name the hub does not have, an
+                unreachable hub), a bad option, or a failed self-check.
+
+        Example:
+            >>> lens = LogitLens.from_pretrained("default")
+            >>> lens = LogitLens.from_pretrained("Qwen/Qwen2.5-0.5B", dtype="bfloat16", device="auto")
         """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -338,8 +378,17 @@ class LogitLens:
         return lens or self.lens
 
     def run(self, prompts, **kwargs) -> LensResult:
-        """Decode every row at every (or the chosen) position of each prompt: ``iter_run``'s batches as one
-        LensResult, prompts in the order given. Arguments as ``iter_run``.
+        """Decode every row at every (or the chosen) position of each prompt.
+
+        Args:
+            prompts: str, list[str], list[list[int]] or a (B, T) LongTensor (see ``iter_run``).
+            **kwargs: as ``iter_run``: ``top_k``, ``targets``, ``positions``, ``answers``, ``lens``,
+                ``include_subblocks``, ``chat``, ``remote`` ...
+
+        Returns:
+            One ``LensResult`` (``iter_run``'s batches joined, prompts in the order given): ``top_ids`` and
+            ``top_probs`` (N, R, P, k), ``entropy``, ``kl_to_final``, ``cross_entropy`` (N, R, P),
+            ``target_probs`` / ``target_ranks`` (N, R, P, T), with answers ``answer_logprobs`` (N, R).
 
         Example:
             >>> res = lens.run(["The Eiffel Tower is in the city of"], top_k=5, targets=[" Paris"])
@@ -350,8 +399,18 @@ class LogitLens:
         return res if order == list(range(res.n_prompts)) else res.select(order)
 
     def stream(self, prompts, path, *, resume: bool = False, progress: bool = True, **kwargs):
-        """Run prompts batch by batch into ``path`` (.parquet or .jsonl) as each batch finishes; a killed
-        run continues with ``resume=True``. Returns the per-row aggregate (see ``logitlens.tasks.stream``).
+        """Run prompts batch by batch into a file, each batch written as it finishes (memory stays flat).
+
+        Args:
+            prompts: as ``iter_run``; any number of them.
+            path: the output, ``.parquet`` (one row group per batch, ``LensResult.to_arrow``'s columns) or
+                ``.jsonl``.
+            resume: continue a killed run (a changed prompt list or changed options are refused).
+            progress: a progress bar on stderr.
+            **kwargs: as ``iter_run``.
+
+        Returns:
+            The per-row aggregate over every prompt (see ``logitlens.tasks.stream``).
 
         Example:
             >>> lens.stream(open("facts.txt").read().splitlines(), "facts.parquet", targets=[" Paris"])
@@ -380,22 +439,38 @@ class LogitLens:
     ) -> Iterator[LensResult]:
         """Yield one LensResult per batch as it finishes (prompts of similar length share a batch).
 
-        remote: True runs the whole lens on NDIF through nnsight (API key: NDIF_API_KEY or `nnsight login`),
-        "local" runs nnsight's simulation of that request here; only the statistics come back, and the
-        self-check runs on the server's side (the logit lens only, without answers).
+        Args:
+            prompts: str, list[str], list[list[int]] or a (B, T) LongTensor with ``attention_mask`` (either
+                padding side).
+            top_k: tokens kept per (row, position).
+            targets: tokens tracked at every position: strings (first token), ids, or a tuple/set of those
+                whose mass is summed; see ``targets()``.
+            positions: indices into each prompt (negative count from its end), e.g. [-1]; default: all.
+            attention_mask: (B, T), with a tensor of prompts.
+            truncate: keep the last tokens of a prompt longer than the context instead of failing.
+            batch_size: prompts per forward pass (default: this object's).
+            transform: a function (row index, (N, d)) -> (N, d) applied to every row but the output row.
+            lens: a ``Lens`` for this run (default: this object's: the logit lens, or the tuned lens it was
+                made with, ``tuned_lens=``).
+            include_subblocks: add each block's "attn" row (after attention, before the MLP).
+            answers: one answer per prompt (a string, token ids or None), appended to its prompt and
+                teacher-forced in the same forward pass: ``answer_logprobs`` (N, R) is, per row, the sum over
+                the answer's tokens of log p_row(a_i | prompt, a_<i); ``answer_probs`` / ``answer_ranks``
+                (N, R) are the first answer token's probability and rank at the prompt's last position.
+            chat: wrap each text prompt in the tokenizer's chat template (see ``encode``).
+            prepend_bos: add (True) or remove (False) a leading BOS token; default: as the tokenizer does.
+            remote: True runs the whole lens on NDIF through nnsight (API key: NDIF_API_KEY or
+                `nnsight login`), "local" runs nnsight's simulation of that request here; only the
+                statistics come back, and the self-check runs on the server's side (the logit lens only,
+                without answers).
 
-        prompts: str | list[str] | list[list[int]] | LongTensor (B, T) with ``attention_mask`` (either
-        padding side). positions: indices into each prompt (negative count from its end), e.g. [-1].
-        targets: see ``targets()``. lens: a ``Lens`` for this run (default: this object's: the logit lens,
-        or the tuned lens it was made with, ``tuned_lens=``);
-        transform: a function (row index, (N, d)) -> (N, d) applied to every row but the output row.
-        include_subblocks: add each block's "attn" row (after attention, before the MLP). answers: one
-        answer per prompt (a string, token ids or None), appended to its prompt and teacher-forced in the
-        same forward pass: ``answer_logprobs`` (N, R) is, per row, the sum over the answer's tokens of
-        log p_row(a_i | prompt, a_<i); ``answer_probs`` / ``answer_ranks`` (N, R) are the first answer
-        token's probability and rank at the prompt's last position. Each result's ``prompt_index`` says
-        which input prompts it holds. chat / prepend_bos: see ``encode`` (text prompts only); the result's
-        ``tokens`` show exactly what the model saw.
+        Yields:
+            One ``LensResult`` per batch; its ``prompt_index`` says which input prompts it holds, its
+            ``tokens`` show exactly what the model saw.
+
+        Example:
+            >>> for part in lens.iter_run(["a", "b", "c"], batch_size=2):
+            ...     print(part.prompt_index)
         """
         plan = self._plan(
             prompts, top_k, targets, positions, attention_mask, truncate, batch_size,
@@ -494,7 +569,22 @@ class LogitLens:
         chat: bool = False,
         prepend_bos: bool | None = None,
     ) -> torch.Tensor:
-        """Raw fp32 logits of every row for one prompt: (rows, positions, vocab). Opt-in: holds it all."""
+        """Raw fp32 logits of every row for one prompt. Opt-in: it holds the whole (R, T, V) tensor.
+
+        Args:
+            prompt: one prompt (text or token ids).
+            transform: as ``iter_run``.
+            lens: as ``iter_run``.
+            include_subblocks: add the "attn" rows.
+            chat: as ``encode``.
+            prepend_bos: as ``encode``.
+
+        Returns:
+            A (rows, positions, vocab) fp32 tensor.
+
+        Example:
+            >>> lens.layer_logits("Hello").shape   # (31, 2, 49152) on the default model
+        """
         ids, _ = self.encode(prompt, chat=chat, prepend_bos=prepend_bos)
         if len(ids) != 1:
             raise LogitLensError(f"layer_logits takes one prompt, got {len(ids)}")
@@ -507,11 +597,21 @@ class LogitLens:
         return decode_logits(captured.transpose(0, 1), self.decoder.logits, fn)
 
     def attribute(self, prompt, target, *, position: int = -1, baseline="mean"):
-        """Direct logit attribution: a DataFrame with one line per component ("embed", "0.attn", "0.mlp",
-        ..., "bias") and its ``contribution`` to ``logit[target] - mean logit`` (baseline="mean") or
-        ``- logit[baseline]`` (a second token) at ``position``, through the final norm frozen at the output
-        row's statistics; the lines sum to the output row's logit difference (before any soft-cap). See
-        ``logitlens.tasks.attribution``.
+        """Direct logit attribution: which components wrote ``target``'s logit at ``position``.
+
+        The final norm is frozen at the output row's statistics; the lines sum to the output row's logit
+        difference (before any soft-cap). See ``logitlens.tasks.attribution``.
+
+        Args:
+            prompt: one prompt (text or token ids).
+            target: one token (a string that tokenises to one token, or an id).
+            position: the position (negative counts from the end).
+            baseline: "mean" (``logit[target] - mean logit``) or a second token (``- logit[baseline]``).
+
+        Returns:
+            A DataFrame with one line per component ("embed", "0.attn", "0.mlp", ..., "bias"): ``component``,
+            ``kind``, ``contribution``, ``cumulative``; ``df.attrs`` holds the summary, ``logit_diff``,
+            ``sum_error`` and the linearisation in words.
 
         Example:
             >>> df = lens.attribute("The Eiffel Tower is in the city of", " Paris")

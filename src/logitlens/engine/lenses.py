@@ -31,8 +31,21 @@ LENSES: dict[str, type[Lens]] = {}  # saved lens kind -> class, filled by subcla
 class Lens:
     """Base class: the identity on every row. Subclasses override ``transform`` (and the state methods).
 
-    transform(row, h): ``row`` the Row being decoded, ``index`` its index in the run's rows,
-    h (N, d) residual vectors -> (N, d).
+    ``transform(row, index, h)``: ``row`` the Row being decoded, ``index`` its index in the run's rows,
+    ``h`` (N, d) residual vectors; returns (N, d). A subclass with a ``kind`` is registered in ``LENSES``
+    so that a saved lens of that kind loads back.
+
+    Attributes:
+        name: what ``meta["lens"]`` says ("logit" for the identity).
+        kind: the key a saved lens is read back by.
+        touches_output: True only for a lens that must transform the model's output row too.
+
+    Example:
+        >>> class Scaled(Lens):
+        ...     name = "scaled"
+        ...     def transform(self, row, index, h):
+        ...         return h * 1.1
+        >>> lens.run("Hello", lens=Scaled())
     """
 
     name: str = "logit"
@@ -115,14 +128,26 @@ class Lens:
 
 
 class IdentityLens(Lens):
-    """The logit lens: every row decoded as it is."""
+    """The logit lens: every row decoded as it is (the default lens).
+
+    Example:
+        >>> lens.run("Hello", lens=IdentityLens())   # one run through the plain logit lens
+    """
 
     name = "logit"
     kind = "identity"
 
 
 class FunctionLens(Lens):
-    """A lens from a function ``fn(row_index, h)`` -> h (the ``transform=`` argument of ``run``)."""
+    """A lens from a function ``fn(row_index, h) -> h`` (the ``transform=`` argument of ``run``).
+
+    Args:
+        fn: (row index, (N, d) residual vectors) -> (N, d).
+        name: what ``meta["lens"]`` says.
+
+    Example:
+        >>> lens.run("Hello", lens=FunctionLens(lambda row, h: h * 1.1, name="scaled"))
+    """
 
     def __init__(self, fn: Callable[[int, torch.Tensor], torch.Tensor], name: str = "custom"):
         if not callable(fn):

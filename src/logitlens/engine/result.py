@@ -36,24 +36,39 @@ __all__ = ["FORMAT", "VERSION", "LensResult", "first_stable", "largest_changes",
 class LensResult:
     """What every row predicts at every decoded position of every prompt.
 
-    Attributes (shapes):
-        top_ids, top_probs: (N, R, P, k) the k most probable tokens and their probabilities
-        final_probs: (N, R, P) probability of the final row's top-1 token
-        entropy: (N, R, P) entropy of each row's distribution, nats
-        kl_to_final: (N, R, P) KL(final || row), nats; 0 on the last row
-        cross_entropy: (N, R, P) -log p(actual next token), nats; NaN at a prompt's last token
-        agrees_with_final: (N, R, P) bool, top-1 equals the final row's top-1
-        target_probs, target_ranks: (N, R, P, T) probability (summed over a target's token set) and rank
-            (1 = most probable; for a set, its best token) of each target
-        any registered statistic: by its name
-        positions: (N, P) input position of each column (-1 where a prompt has none)
-        rows: R ``Row`` specs (layer, site); row_names: their names; tokens: readable input tokens of each
-        prompt (all positions); input_ids: the token ids of each prompt; vocab: readable strings of every
-        id the result mentions; meta: model, lens, dtype, ...
-        answers: each prompt's answer (None without one; empty list when the run had no answers);
-        answer_ids: its token ids; answer_logprobs: (N, R) the whole answer's teacher-forced
-        log-probability per row (sum over its tokens); answer_probs, answer_ranks: (N, R) the first answer
-        token's probability and rank at the prompt's last position (NaN / -1 without an answer)
+    Shapes: N prompts, R rows, P decoded positions (columns), k top-k, T targets. ``LogitLens.run`` makes
+    one; ``LensResult.load`` reads a saved one. Every statistic of the registry is an attribute by its name
+    (``res.entropy``) and ``res.stat(name)``.
+
+    Attributes:
+        top_ids: (N, R, P, k) the k most probable token ids, most probable first.
+        top_probs: (N, R, P, k) their probabilities.
+        final_probs: (N, R, P) probability of the final row's top-1 token.
+        entropy: (N, R, P) entropy of each row's distribution, nats.
+        kl_to_final: (N, R, P) KL(final || row), nats; 0 on the last row.
+        cross_entropy: (N, R, P) -log p(actual next token), nats; NaN at a prompt's last token.
+        agrees_with_final: (N, R, P) bool, top-1 equals the final row's top-1.
+        target_probs: (N, R, P, T) probability of each target (summed over a target's token set).
+        target_ranks: (N, R, P, T) rank of each target (1 = most probable; for a set, its best token).
+        positions: (N, P) input position of each column (-1 where a prompt has none).
+        rows: R ``Row`` specs (layer, site).
+        row_names: their names, ["embed", "0", ..., "L-1"].
+        tokens: readable input tokens of each prompt (all positions).
+        input_ids: the token ids of each prompt.
+        vocab: readable strings of every id the result mentions.
+        meta: model, lens, dtype, ...
+        answers: each prompt's answer (None without one; empty list when the run had no answers).
+        answer_ids: each answer's token ids.
+        answer_logprobs: (N, R) the whole answer's teacher-forced log-probability per row (sum over its
+            tokens).
+        answer_probs: (N, R) the first answer token's probability at the prompt's last position (NaN
+            without an answer).
+        answer_ranks: (N, R) its rank there (-1 without an answer).
+
+    Example:
+        >>> res = lens.run("The Eiffel Tower is in the city of", targets=[" Paris"])
+        >>> res.target_ranks[0, :, -1, 0]   # (R,) the rank of " Paris" at the last position, row by row
+        >>> res.summary(); res.to_dataframe(); res.save("r.parquet")
     """
 
     def __init__(
@@ -361,7 +376,17 @@ class LensResult:
     # ---- summaries ----------------------------------------------------------------------------------
     def summary(self, position: int = -1):
         """One line per prompt at one decoded column: the final top-1, where it settles, the critical layers,
-        targets and answers (``logitlens.engine.analysis.summary``)."""
+        targets and answers (``logitlens.engine.analysis.summary`` lists the columns).
+
+        Args:
+            position: the decoded column (negative counts from the end; default: each prompt's last).
+
+        Returns:
+            A pandas DataFrame, one line per prompt.
+
+        Example:
+            >>> res.summary()[["prompt", "final_top1", "first_stable_row", "logprob_rises"]]
+        """
         return analysis.summary(self, position)
 
     def critical_rows(self, prompt: int = 0, position: int = -1, top: int = 3):
@@ -376,7 +401,20 @@ class LensResult:
         return analysis.critical_rows(self, prompt, position, top)
 
     def first_row(self, target: int = 0, threshold: int = 1, position: int = -1) -> list[str | None]:
-        """Per prompt: the first row from which ``target``'s rank stays <= ``threshold`` (None if never)."""
+        """Per prompt: the first row from which ``target``'s rank stays <= ``threshold`` (None if never).
+
+        Args:
+            target: the target (index).
+            threshold: the rank to stay within (1: top-1).
+            position: the decoded column (negative counts from the end).
+
+        Returns:
+            One row name (e.g. "28") or None per prompt.
+
+        Example:
+            >>> lens.run("The Eiffel Tower is in the city of", targets=[" Paris"]).first_row()
+            ['28']
+        """
         return analysis.first_row(self, target, threshold, position)
 
     # ---- columnar export ----------------------------------------------------------------------------
@@ -405,10 +443,20 @@ class LensResult:
     def plot(self, stat: str = "top_probs", prompt: int = 0, target: int | str = 0, *, menu: bool = False):
         """Plotly heatmap of one prompt: rows (embedding at the bottom) x positions, top-1 token per cell.
 
-        stat colours the cells: any drawable statistic of the registry ("top_probs", "final_probs",
-        "entropy", "kl_to_final", "cross_entropy", "target_probs", "target_ranks", ...; older names such
-        as "kl" work too). ``target`` picks the target of per-target statistics (index or name). menu=True
-        adds a statistic drop-down. See ``logitlens.views.plotly.heatmap``.
+        Args:
+            stat: the statistic that colours the cells: any drawable one of the registry ("top_probs",
+                "final_probs", "entropy", "kl_to_final", "cross_entropy", "target_probs", "target_ranks",
+                ...; older names such as "kl" work too).
+            prompt: which prompt (index).
+            target: the target of per-target statistics (index or name).
+            menu: add a statistic drop-down.
+
+        Returns:
+            A Plotly ``Figure`` (see ``logitlens.views.plotly.heatmap``); in a notebook, ``res`` alone shows
+            the heatmap offline.
+
+        Example:
+            >>> res.plot(stat="kl_to_final").write_html("kl.html", include_plotlyjs=True)
         """
         from logitlens.views.plotly import heatmap
 
@@ -418,7 +466,17 @@ class LensResult:
         self, targets=None, prompts=None, stat: str = "target_probs", *, position: int | str = -1
     ):
         """Plotly lines across rows: "target_probs" (targets' probability and log rank), or any other
-        per-row statistic such as "kl_to_final" or "entropy". See ``logitlens.views.plotly.trajectory``."""
+        per-row statistic such as "kl_to_final" or "entropy". See ``logitlens.views.plotly.trajectory``.
+
+        Args:
+            targets: target indices or names (default: all).
+            prompts: prompt indices (default: all).
+            stat: "target_probs" or a per-row statistic.
+            position: a decoded column (default the last) or "mean" (statistics without targets).
+
+        Returns:
+            A Plotly ``Figure``, relative depth on the x axis.
+        """
         from logitlens.views.plotly import trajectory
 
         return trajectory(self, targets, prompts, stat, position=position)
@@ -436,7 +494,18 @@ class LensResult:
         return codecs.to_dict(self)
 
     def save(self, path: str | Path) -> Path:
-        """Write the result: ``.json`` (``to_dict``) or ``.parquet`` (``to_arrow``), by the suffix."""
+        """Write the result whole or not at all: ``.json`` (``to_dict``) or ``.parquet`` (``to_arrow``), by the
+        suffix.
+
+        Args:
+            path: the file; its suffix picks the format.
+
+        Returns:
+            The path written.
+
+        Example:
+            >>> res.save("r.parquet"); LensResult.load("r.parquet")
+        """
         return codecs.save(self, path)
 
     @classmethod
@@ -446,7 +515,14 @@ class LensResult:
 
     @classmethod
     def load(cls, path: str | Path) -> LensResult:
-        """Read a result written by ``save`` (.json of version 1 or 2, or .parquet)."""
+        """Read a result written by ``save`` (.json of version 1 or 2, or .parquet).
+
+        Args:
+            path: the file.
+
+        Returns:
+            The ``LensResult``, equal to the one saved.
+        """
         return codecs.load(cls, path)
 
 

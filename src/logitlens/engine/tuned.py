@@ -77,10 +77,25 @@ def translator_index(row: Row) -> int | None:
 
 
 class TunedLens(Lens, nn.Module):
-    """Affine translators ``h + W_j h + b_j`` for the embeddings and every block output but the last.
+    """Affine translators ``h + W_j h + b_j`` for the embeddings and every block output but the last
+    (Belrose et al. 2023); the output row is never translated.
 
     ``weight`` (L, d, d) and ``bias`` (L, d) are parameters (``nn.Linear`` layout: ``W_j h`` is
-    ``h @ W_j.T``); ``config`` holds what the lens was made for (see the module docstring).
+    ``h @ W_j.T``); ``config`` holds what the lens was made for (see the module docstring). Zero weights and
+    biases are the identity, i.e. the logit lens. It reads and writes ours (``config.json`` +
+    ``translators.safetensors``) and the tuned-lens package's layout (``config.json`` + ``params.pt``).
+
+    Args:
+        n_layers: the model's block count L (one translator for the embeddings and each block but the last).
+        d_model: the residual stream's width d.
+        bias: translators with a bias ``b_j``.
+        **config: what the lens was made for (``base_model_name_or_path``, ``unembed_hash``, ``training``
+            ...), kept in ``meta``.
+
+    Example:
+        >>> tuned = TunedLens.load("lenses/SmolLM2-135M")              # either layout
+        >>> lens = logitlens.LogitLens.from_pretrained("default", tuned_lens=tuned)
+        >>> tuned.save("lenses/for-the-package", format="tuned-lens")  # the tuned-lens package reads it
     """
 
     name = "tuned"
@@ -241,8 +256,16 @@ class TunedLens(Lens, nn.Module):
         return lens
 
     def save(self, directory: str | Path, format: str = "logitlens") -> Path:  # noqa: A002
-        """Write the lens into ``directory``: "logitlens" (config.json + translators.safetensors) or
-        "tuned-lens" (config.json + params.pt, as the tuned-lens package reads them)."""
+        """Write the lens into ``directory`` (created if needed).
+
+        Args:
+            directory: the lens folder.
+            format: "logitlens" (config.json + translators.safetensors) or "tuned-lens" (config.json +
+                params.pt, as the tuned-lens package reads them).
+
+        Returns:
+            The folder.
+        """
         from logitlens.core.files import write_atomic
 
         if format not in FORMATS:
@@ -273,7 +296,19 @@ class TunedLens(Lens, nn.Module):
 
     @classmethod
     def load(cls, directory: str | Path) -> TunedLens:
-        """Read a tuned lens folder in either layout (see the module docstring)."""
+        """Read a tuned lens folder in either layout (see the module docstring).
+
+        ``params.pt`` is read with ``torch.load(weights_only=True)``, which never unpickles an object.
+
+        Args:
+            directory: a folder with ``config.json`` and ``translators.safetensors`` or ``params.pt``.
+
+        Returns:
+            The ``TunedLens``.
+
+        Raises:
+            LogitLensError: a missing folder or file, or a config or tensors that do not fit.
+        """
         path = Path(directory)
         if not path.is_dir():
             raise LogitLensError(f"tuned lens folder {path} does not exist (or is not a folder)")

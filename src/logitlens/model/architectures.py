@@ -30,10 +30,25 @@ __all__ = ["ARCHITECTURES", "MISSING", "Architecture", "module_at", "register_ar
 
 @dataclass(frozen=True)
 class Architecture:
-    """Module paths and logit post-processing of one model family.
+    """Module paths and logit post-processing of one model family (an entry of ``ARCHITECTURES``).
 
     A path may list alternatives, ``"lm_head|embed_out"``: the first that exists is used (for modules that
-    transformers renamed between versions).
+    transformers renamed between versions). Every field is commented in the source; the load-time
+    self-check proves an entry on the real model.
+
+    Attributes:
+        layers: dotted path to the ModuleList of transformer blocks.
+        final_norm: dotted path to the final norm (None: no norm).
+        unembed: dotted path to the unembedding ``nn.Linear`` (its bias is used when present).
+        pre_unembed: modules applied after the norm, before the unembedding (OPT's project_out).
+        logit_scale: config attribute: logits *= value (Cohere).
+        logit_divisor: config attribute: logits /= value (Granite).
+        softcap: config attribute: logits = cap * tanh(logits / cap) (Gemma 2/3).
+        attn: the attention module, relative to a block.
+        mlp: the MLP module, relative to a block.
+        mid: a module whose first input is the residual stream after attention, before the MLP ("attn"
+            rows); None where the family has no such point.
+        parallel: attention and MLP read the same input (GPT-J, Phi, Cohere, ...): no "attn" row.
 
     Example:
         >>> Architecture(layers="model.layers", final_norm="model.norm", unembed="lm_head")
@@ -187,7 +202,19 @@ ARCHITECTURES: dict[str, Architecture] = {
 
 
 def register_architecture(model_type: str, arch: Architecture) -> None:
-    """Add or replace the table entry for ``model_type`` (``config.model_type``)."""
+    """Add or replace the table entry for ``model_type`` (``config.model_type``), for every model loaded after.
+
+    Args:
+        model_type: the family's ``config.model_type``.
+        arch: where its blocks, final norm, unembedding and post-processing are.
+
+    Raises:
+        LogitLensError: ``arch`` is not an ``Architecture``.
+
+    Example:
+        >>> register_architecture("my_model", Architecture(layers="backbone.blocks",
+        ...                       final_norm="backbone.norm_f", unembed="head"))
+    """
     if not isinstance(arch, Architecture):
         raise LogitLensError(f"register_architecture takes an Architecture, got {type(arch).__name__}")
     ARCHITECTURES[model_type] = arch

@@ -63,9 +63,24 @@ def compare(
 ) -> go.Figure:
     """Compare models on one prompt: ``views.plotly.compare_figure`` over LogitLens objects and/or results.
 
-    models: LogitLens objects (each is run on ``prompt``, which must then be a string, with ``targets``,
-    ``top_k`` and ``batch_size``) or LensResults (``prompt``: an index, or a string found in each result's
-    prompts). stat: the heatmaps' statistic (any drawable one; see ``views.model.stat_grid``).
+    The heatmaps stand side by side, and the target's curve of every model shares one axis of relative
+    depth (0 = embeddings, 1 = output), so models of different depth line up.
+
+    Args:
+        models: LogitLens objects (each is run on ``prompt``, which must then be a string, with
+            ``targets``, ``top_k`` and ``batch_size``) or LensResults.
+        prompt: the prompt text, or with results an index or a string found in each result's prompts.
+        names: one label per model (default: the models' names).
+        targets: tokens to track, as ``LogitLens.run``.
+        top_k: tokens kept per cell.
+        stat: the heatmaps' statistic (any drawable one; see ``views.model.stat_grid``).
+        target: the target whose curve is drawn (index or name).
+        position: the position of the curves (negative counts from the end).
+        batch_size: prompts per forward pass.
+
+    Returns:
+        A Plotly ``Figure`` (in a notebook, display it with ``logitlens.views.report.figure_div`` to stay
+        offline).
 
     Example:
         >>> fig = logitlens.compare([lens_a, lens_b], "The Eiffel Tower is in the city of", targets=[" Paris"])

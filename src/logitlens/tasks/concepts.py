@@ -104,9 +104,21 @@ def concept(lens: LogitLens, words: Sequence[str] | str, name: str | None = None
     Each word's variants: as given, first letter upper-cased and lower-cased (scripts with case), each with
     and without a leading space; from each variant, the first token of its tokenisation alone. Duplicates are
     kept once; tokens shared with unrelated words (only a space, a byte fragment, a lone letter) are skipped
-    (``.skipped`` says which and why). name: the label in results and plots (default ``{w1,w2,...}``).
+    (``.skipped`` says which and why). The ids belong to this lens's tokenizer: build the concept again for
+    another model.
 
-    The ids belong to this lens's tokenizer: build the concept again for another model.
+    Args:
+        lens: the ``LogitLens`` whose tokenizer makes the tokens.
+        words: one word or several (e.g. the same idea in several languages).
+        name: the label in results and plots (default ``{w1,w2,...}``).
+
+    Returns:
+        A ``Concept`` (a ``Target``): its probability in results is the mass summed over its tokens, its
+        rank that of its best token; ``.tokens`` lists (token, id, word, variant), ``describe()`` prints
+        them.
+
+    Raises:
+        LogitLensError: a word left with no usable token, or a lens without a tokenizer.
 
     Example:
         >>> city = concept(lens, ["Paris", "Parigi"], name="paris")

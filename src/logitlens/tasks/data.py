@@ -59,7 +59,18 @@ _TOKENIZE_CHUNK = 32  # documents tokenised per call
 
 @dataclass(frozen=True)
 class Corpus:
-    """Documents (texts) in memory, with a name for messages ("sample", "a.txt + b.jsonl [validation]")."""
+    """Documents (texts) in memory, with a name for messages ("sample", "a.txt + b.jsonl [validation]").
+
+    Attributes:
+        documents: the texts, one per document.
+        name: what messages and tables call it.
+        split_name: "all", "train" or "validation".
+
+    Example:
+        >>> corpus = Corpus.read("sample")                       # or files: Corpus.read(["a.txt", "b.jsonl"])
+        >>> validation = corpus.split("validation", seed=0)      # "train", "validation" or "all"
+        >>> logitlens.evaluate(lens, Corpus.from_texts(["One text.", "Another one."]))
+    """
 
     documents: tuple[str, ...]
     name: str = "corpus"

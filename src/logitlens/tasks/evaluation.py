@@ -182,26 +182,40 @@ def evaluate(
     progress: bool = True,
     **run_kwargs: Any,
 ) -> pd.DataFrame:
-    """Per-row corpus metrics of ``lens`` (a ``LogitLens``) on ``data``, as a DataFrame (see the module
-    docstring for the columns).
+    """Per-row corpus metrics of ``lens`` (a ``LogitLens``) on ``data``, averaged over every position.
 
-    data: a source or list of sources for ``Corpus.read`` ("sample", text/JSONL/CSV/Parquet files, a
-    ``datasets`` folder), a ``Corpus`` (texts in memory: ``Corpus.from_texts``), or token ids used as
-    they are, without packing or split: a (N, T) LongTensor or a list of id lists.
-    tokens: evaluate about this many tokens (rounded up to whole sequences; fewer than ``seq_len``: one
-    sequence of that many tokens); default: the whole split.
-    seq_len: tokens per packed sequence (at most the model's context). split: "validation" (the
-    default), "train" or "all"; a ``Corpus`` already split is used as it is unless ``split`` is given.
-    seed: the split's seed. lines, field: how sources are read. batch_size: sequences per forward pass
-    (default: about 4,096 tokens). progress: a progress bar on stderr. Other keyword arguments go to
-    ``iter_run`` (``lens=`` a Lens such as a tuned lens, ``transform=``, ``include_subblocks=``).
-
-    ``df.attrs`` holds the run: model, lens, data, split, seed, seq_len, sequences, tokens, seconds,
-    tokens_per_s (and ranks, when distributed).
+    Args:
+        lens: the ``LogitLens`` to evaluate.
+        data: a source or list of sources for ``Corpus.read`` ("sample", text/JSONL/CSV/Parquet files, a
+            ``datasets`` folder), a ``Corpus`` (texts in memory: ``Corpus.from_texts``), or token ids used
+            as they are, without packing or split: a (N, T) LongTensor or a list of id lists.
+        tokens: evaluate about this many tokens (rounded up to whole sequences; fewer than ``seq_len``: one
+            sequence of that many tokens); default: the whole split.
+        seq_len: tokens per packed sequence (at most the model's context).
+        batch_size: sequences per forward pass (default: about 4,096 tokens).
+        split: "validation" (the default), "train" or "all"; a ``Corpus`` already split is used as it is
+            unless ``split`` is given.
+        seed: the split's seed.
+        lines: each line of a text file is one document.
+        field: the text field of JSON Lines / tables.
+        progress: a progress bar on stderr.
+        **run_kwargs: go to ``iter_run`` (``lens=`` a Lens such as a tuned lens, ``transform=``,
+            ``include_subblocks=``).
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1, see ``logitlens.tasks.distributed``) rank r evaluates sequences
     r, r + W, ...; the per-row sums are combined with one float64 all-reduce and every rank returns the
     whole table (the same counts as one process; means within float rounding). Only rank 0 shows progress.
+
+    Returns:
+        A DataFrame with one line per row (see the module docstring for the columns: ``cross_entropy``,
+        ``bits_per_token``, ``kl_to_final``, ``entropy``, ``agreement``, ``accuracy``, each with its
+        standard error ``_se``; ``row``, ``row_name``, ``layer``, ``depth``). ``df.attrs`` holds the run:
+        model, lens, data, split, seed, seq_len, sequences, tokens, seconds, tokens_per_s (and ranks,
+        when distributed).
+
+    Example:
+        >>> df = logitlens.evaluate(lens, "sample", tokens=2048, seq_len=256)
+        >>> df[["row_name", "bits_per_token", "kl_to_final", "accuracy"]]
     """
     for name in _RUN_ONLY:
         if name in run_kwargs:

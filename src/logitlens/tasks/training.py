@@ -346,16 +346,9 @@ def train_tuned_lens(
 ) -> TunedLens:
     """Train a tuned lens for ``lens`` (a ``LogitLens``) on ``data`` and save it into ``out``.
 
-    data: "sample", file paths (see ``logitlens.tasks.data``), or a ``Corpus`` (one not yet split is split with
-    ``split_seed``: training reads the train split, the held-out evaluation the validation split; an
-    already split Corpus is trained on as it is, with no held-out evaluation). steps, batch_tokens (tokens
-    per step, rounded down to whole sequences), seq_len (default: 2048 or the model's context, if shorter),
-    lr, seed (data order), warmup_steps, weight_decay, momentum, clip: the recipe (module docstring).
-    resume: continue from ``out``'s checkpoint; overwrite: replace a lens or checkpoint in ``out``.
-    checkpoint_every: steps between checkpoints. eval_tokens: held-out tokens for the per-row KL written
-    into the lens's config (0: skip). dtype: "float32", or "bfloat16" (autocast of the forward pass and
-    the decode; only where asked, CPU included). progress: a bar on stderr (steps, loss, tokens/s).
-    callback(step, loss): called after each step (1-based step, the step's mean KL over rows).
+    The model stays frozen; each translator starts as the identity (the logit lens) and SGD with Nesterov
+    momentum minimises KL(final || row), averaged over every row but the output row (the recipe and its
+    defaults are the tuned-lens package's: see the module docstring).
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1, see ``logitlens.tasks.distributed``) the run is data-parallel:
     each step's sequences (the same global batch as one process) are shared out, rank r taking sequences
@@ -364,8 +357,44 @@ def train_tuned_lens(
     rank returns it. The global batch (= micro-batch x ranks x gradient accumulation) is in
     ``meta["training"]``. A checkpoint resumes on any number of ranks that divides the step's sequences.
 
-    Returns the trained ``TunedLens`` (its ``meta["training"]`` holds the run's facts); raises
-    ``Interrupted`` on Ctrl-C (resume with ``resume=True``).
+    Args:
+        lens: the ``LogitLens`` of the model to train for.
+        data: "sample", file paths (see ``logitlens.tasks.data``), or a ``Corpus`` (one not yet split is
+            split with ``split_seed``: training reads the train split, the held-out evaluation the
+            validation split; an already split Corpus is trained on as it is, with no held-out evaluation).
+        out: the folder the lens (``config.json`` + ``translators.safetensors``) and its checkpoint go to.
+        steps: optimiser steps.
+        seq_len: tokens per packed sequence (default: 2048 or the model's context, if shorter).
+        batch_tokens: tokens per step, rounded down to whole sequences.
+        lr: the learning rate as the paper gives it (PyTorch gets lr x (1 - momentum)).
+        seed: the data order.
+        split_seed: the train/validation split (``logitlens eval`` reads the same split by default).
+        warmup_steps: linear warm-up, then linear decay to 0 at the last step.
+        weight_decay: on every translator parameter.
+        momentum: Nesterov momentum.
+        clip: the global gradient norm.
+        resume: continue from ``out``'s checkpoint.
+        overwrite: replace a lens or checkpoint in ``out``.
+        checkpoint_every: steps between checkpoints.
+        eval_tokens: held-out tokens for the per-row KL written into the lens's config (0: skip).
+        dtype: "float32", or "bfloat16" (autocast of the forward pass and the decode; only where asked).
+        progress: a bar on stderr (steps, loss, tokens/s).
+        lines: each line of a text file is one document.
+        field: the text field of JSON Lines / tables.
+        callback: ``fn(step, loss)`` after each step (1-based step, the step's mean KL over rows).
+
+    Returns:
+        The trained ``TunedLens``: translators ``weight`` (L, d, d) and ``bias`` (L, d); its
+        ``meta["training"]`` holds the run's facts (losses, tokens seen, held-out KL of both lenses).
+
+    Raises:
+        LogitLensError: a bad option, a corpus too small for one step, an ``out`` in the way.
+        Interrupted: on Ctrl-C (resume with ``resume=True``).
+
+    Example:
+        >>> tuned = train_tuned_lens(lens, "sample", out=".lenses/smollm2-sample", steps=20, seq_len=128,
+        ...                          batch_tokens=256, eval_tokens=512)
+        >>> lens.run("The Eiffel Tower is in the city of", lens=tuned, targets=[" Paris"])
     """
     from logitlens.engine.tuned import TunedLens
 

@@ -369,7 +369,19 @@ def png_figure(df: pd.DataFrame, *, dpi: int = 100):
 
 
 def write_attribution_png(df: pd.DataFrame, path: str | Path, *, dpi: int = 100) -> Path:
-    """Write the bar chart as an image (.png, .svg or .pdf by suffix) and return its path."""
+    """Write the bar chart as an image (.png, .svg or .pdf by suffix) and return its path.
+
+    Args:
+        df: ``LogitLens.attribute``'s DataFrame.
+        path: the image file.
+        dpi: resolution.
+
+    Returns:
+        The path written.
+
+    Example:
+        >>> write_attribution_png(lens.attribute(prompt, " Paris"), "attribution.png")
+    """
     formats = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
     fmt = formats.get(Path(path).suffix.lower())
     if fmt is None:

@@ -226,7 +226,20 @@ def _outlier(values: pd.Series) -> bool:
 
 
 def write_eval_png(df: pd.DataFrame, path: str | Path, *, dpi: int = 100) -> Path:
-    """A PNG of the four panels of ``eval_figure`` (matplotlib, no display needed)."""
+    """A PNG of the four panels of ``eval_figure`` (matplotlib, no display needed).
+
+    Args:
+        df: ``logitlens.evaluate``'s table, or several concatenated with ``model`` and ``lens`` columns
+            (one line per model and lens, on relative depth).
+        path: the PNG file.
+        dpi: resolution.
+
+    Returns:
+        The path written.
+
+    Example:
+        >>> write_eval_png(logitlens.evaluate(lens, "sample", tokens=2048), "eval.png")
+    """
     fig = eval_png_figure(df, dpi=dpi)
     return write_atomic(
         Path(path),

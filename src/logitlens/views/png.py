@@ -264,9 +264,21 @@ def write_png(
     """Write a static heatmap of ``prompt`` coloured by ``stat`` and return its path; the suffix picks the
     format: .png, .svg, .pdf, .jpg / .jpeg.
 
-    stat: any drawable statistic ("top_probs", "final_probs", "entropy", "kl_to_final", "target_probs",
-    "target_ranks", ...; older names such as "kl" work too; see ``views.model.stat_grid``). dpi=100 is
-    readable at 100% zoom (about 78 px per position, 26 px per row); raise it for print.
+    Args:
+        result: the ``LensResult``.
+        path: the image file.
+        prompt: which prompt (index).
+        stat: any drawable statistic ("top_probs", "final_probs", "entropy", "kl_to_final",
+            "target_probs", "target_ranks", ...; older names such as "kl" work too; see
+            ``views.model.stat_grid``).
+        target: the target of per-target statistics (index or name).
+        dpi: 100 is readable at 100% zoom (about 78 px per position, 26 px per row); raise it for print.
+
+    Returns:
+        The path written.
+
+    Example:
+        >>> write_png(res, "eiffel.png")   # what `logitlens run ... --png eiffel.png` writes
     """
     image_format(path)  # before drawing: a bad suffix fails at once
     return save_figure(figure(result, prompt, stat, target, dpi=dpi), path, dpi)

@@ -171,6 +171,17 @@ def write_html(result: LensResult, path: str | Path, title: str | None = None) -
     The page holds: the summary table, one heatmap per prompt (top-1 token per cell, a drop-down for the
     colouring statistic, top-k on hover), the targets' probability and rank across rows, and the KL to
     final / entropy curves. plotly.js is embedded; the page opens offline and loads nothing.
+
+    Args:
+        result: the ``LensResult``.
+        path: the HTML file.
+        title: the page's title (default: the model's name).
+
+    Returns:
+        The path written.
+
+    Example:
+        >>> write_html(res, "report.html")   # what `logitlens run ... --html report.html` writes
     """
     return _write_page(path, report_html(result, title), "the HTML report")
 

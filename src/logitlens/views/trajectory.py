@@ -75,10 +75,23 @@ def write_trajectory_png(
     """Write the lines across rows of ``trajectory_figure`` and return the path; the suffix picks the format
     (.png, .svg, .pdf, .jpg / .jpeg).
 
-    stat="target_probs": each target's probability and rank (``log_probs=True`` draws the probability on a
-    log scale, where the early rows' 1e-10 still shows); targets: indices or names (default all); prompts:
-    indices (default all); position: a decoded column (default the last) or "mean" (statistics without
-    targets).
+    Args:
+        result: the ``LensResult``.
+        path: the image file.
+        targets: target indices or names (default: all).
+        prompts: prompt indices (default: all).
+        stat: "target_probs" (each target's probability and rank) or a per-row statistic.
+        position: a decoded column (default the last) or "mean" (statistics without targets).
+        title: the figure's title (default: the model, the lens, where the lines are read, and the prompt
+            when there is one).
+        log_probs: draw the probability on a log scale, where the early rows' 1e-10 still shows.
+        dpi: resolution.
+
+    Returns:
+        The path written.
+
+    Example:
+        >>> write_trajectory_png(res, "paris.png", log_probs=True)
     """
     image_format(path)  # before drawing: a bad suffix fails at once
     fig = trajectory_figure(
