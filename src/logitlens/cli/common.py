@@ -309,6 +309,9 @@ def load(model: str, args, tuned_lens=None):
         import torch  # noqa: F401
 
         quiet_transformers()  # here, not in main: commands that load no model never import transformers
+        from logitlens.model.loading import import_transformers
+
+        import_transformers(getattr(args, "quantize", None))  # torchao only when --quantize asks for it
         with contextlib.suppress(ImportError):
             from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel  # noqa: F401
         from logitlens.engine.lens import LogitLens
@@ -408,9 +411,6 @@ def quiet_transformers() -> None:
         hf_logging.disable_progress_bar()
     except ImportError:
         pass
-    from logitlens.model.loading import import_quantizers
-
-    import_quantizers()
 
 
 def json_ready(value):

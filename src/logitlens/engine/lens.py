@@ -139,6 +139,9 @@ class LogitLens:
         (CUDA) or a transformers quantisation config (see ``logitlens.loading``). Extra keyword arguments
         go to LogitLens().
         """
+        from logitlens.model.loading import import_transformers, load_options
+
+        import_transformers(quantization)  # first: transformers' models without torchao unless asked
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         torch_dtype = _parse_dtype(dtype)
@@ -160,9 +163,6 @@ class LogitLens:
                 raise LogitLensError("give a model: 'default', a Hugging Face id or a local folder")
             check_source(name, revision)  # one line in seconds, not a minute of hub retries
             path, label = name, name
-        from logitlens.model.loading import import_quantizers, load_options
-
-        import_quantizers()
         placement = load_options(
             device=device,
             device_map=device_map,
