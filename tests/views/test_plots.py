@@ -7,6 +7,8 @@ token, tokens that look like markup, 2 targets) so that every expected value is 
 from __future__ import annotations
 
 import math
+import os
+import sys
 
 import numpy as np
 import pytest
@@ -419,3 +421,47 @@ def test_default_model_picture_says_paris(tmp_path):
     assert fig.data[0].text[-1][-1] == "␣Paris" and fig.data[0].z[-1][-1] == 0  # rank 1
     assert "1. ␣Paris" in fig.data[0].hovertext[-1][-1]
     assert _png(write_png(res, tmp_path / "eiffel.png")).shape[1] > 800
+
+
+# ---- fonts: CJK glyphs (issue 19, item 8) ------------------------------------------------------------------
+CJK_VOCAB = ["東京", "␣猫", "は", "␣犬", "␣Paris", "␣Rome", "<b>", "&amp", "で", "。"]
+
+
+def test_missing_glyphs_give_one_note_naming_the_font_package(tmp_path, monkeypatch):
+    """Guards: one matplotlib warning per missing glyph (dozens of lines) and no hint of how to fix it."""
+    import warnings
+
+    from matplotlib import font_manager
+
+    from logitlens.views import png
+
+    if any("CJK" in f.name for f in font_manager.fontManager.ttflist):
+        pytest.skip("matplotlib already knows a CJK font here")
+    monkeypatch.setattr(png, "CJK_FONT_FILES", ())
+    monkeypatch.setattr(sys.modules[__name__], "VOCAB", CJK_VOCAB)
+    cjk = hand_result()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        png.write_png(cjk, tmp_path / "cjk.png")
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and "fonts-noto-cjk" in messages[0] and "東" in messages[0], messages
+
+
+def test_a_system_cjk_font_draws_cjk_tokens_without_a_note(tmp_path, monkeypatch):
+    """Guards: CJK tokens drawn as empty boxes on a machine that has a CJK font matplotlib's cache missed."""
+    import warnings
+
+    from logitlens.views import png
+
+    font = os.environ.get("LOGITLENS_TEST_CJK_FONT") or next(
+        (f for f in png.CJK_FONT_FILES if os.path.isfile(f)), None
+    )
+    if font is None:
+        pytest.skip("no CJK font on this machine (Debian: apt install fonts-noto-cjk)")
+    monkeypatch.setattr(png, "CJK_FONT_FILES", (font,))
+    monkeypatch.setattr(sys.modules[__name__], "VOCAB", CJK_VOCAB)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        png.write_png(hand_result(), tmp_path / "cjk.png")
+    assert [str(w.message) for w in caught] == []
+    assert any("CJK" in f for f in png.font_families())

@@ -316,6 +316,16 @@ def load(model: str, args, tuned_lens=None):
             from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel  # noqa: F401
         from logitlens.engine.lens import LogitLens
 
+    if model == "default":
+        from logitlens.model import default_model
+
+        if not default_model.is_converted():  # once per machine: our one line instead of four bars
+            print(
+                f"logitlens: converting the default model {default_model.DEFAULT_NAME} from its GGUF file "
+                f"into {default_model.cache_dir()} (once; about a minute)",
+                file=sys.stderr,
+            )
+            default_model.model_dir(quiet=True)
     return LogitLens.from_pretrained(
         model,
         dtype=args.dtype,

@@ -11,7 +11,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import re
 import textwrap
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -56,12 +60,37 @@ CHARS_PER_INCH = 12  # characters of 9 pt DejaVu Sans per inch, with room to spa
 MAX_TARGET_LINES = 3  # at most this many target lines under the title
 
 
+# Where systems put a CJK font (Debian/Ubuntu fonts-noto-cjk, Fedora, Arch, macOS): matplotlib's font cache,
+# built once, does not see a font installed after it; ``font_families`` adds the first one found here.
+CJK_FONT_FILES = (
+    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/google-noto-cjk/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/noto-cjk/NotoSansCJK-Regular.ttc",
+    "/System/Library/Fonts/Hiragino Sans GB.ttc",
+)
+
+
 def font_families(candidates: list[str] = FONTS) -> list[str]:
-    """The ``candidates`` that matplotlib has, in order; its default sans-serif if none."""
+    """The ``candidates`` that matplotlib has, in order (a CJK font of ``CJK_FONT_FILES`` added to its
+    list when it lacks one); its default sans-serif if none."""
     from matplotlib import font_manager
 
     have = {f.name for f in font_manager.fontManager.ttflist}
-    return [f for f in candidates if f in have] or ["sans-serif"]
+    if not any("CJK" in name for name in have):
+        for file in CJK_FONT_FILES:
+            if Path(file).is_file():
+                with contextlib.suppress(OSError, RuntimeError, ValueError):
+                    for face in (file, file.replace("-Regular.", "-Bold.")):  # bold: titles
+                        if Path(face).is_file():
+                            font_manager.fontManager.addfont(face)
+                    added = {f.name for f in font_manager.fontManager.ttflist} - have
+                    have |= added
+                    candidates = [
+                        *candidates,
+                        *sorted(n for n in added if "CJK" in n and "Mono" not in n)[:1],
+                    ]
+                    break
+    return list(dict.fromkeys(f for f in candidates if f in have)) or ["sans-serif"]
 
 
 def subtitle(m: HeatmapModel) -> str:
@@ -297,7 +326,38 @@ def save_figure(fig, path: str | Path, dpi: int) -> Path:
     metadata = {"png": {"Software": "logitlens"}, "pdf": {"Creator": "logitlens"}}.get(fmt)
 
     def save(tmp: Path) -> None:
-        with tmp.open("wb") as f:
+        with tmp.open("wb") as f, missing_glyphs_noted():
             fig.savefig(f, format=fmt, dpi=dpi, facecolor="white", metadata=metadata)
 
     return write_atomic(path, save, f"the {fmt.upper()} image")
+
+
+CJK_FONT_PACKAGE = "fonts-noto-cjk"  # Debian / Ubuntu; Fedora: google-noto-sans-cjk-fonts
+
+
+@contextlib.contextmanager
+def missing_glyphs_noted() -> Iterator[None]:
+    """matplotlib's warning per character no font has (one per glyph, on every draw) becomes one note of
+    ours naming the characters and the font package that has them; other warnings pass as they are."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    missing: list[str] = []
+    for w in caught:
+        found = _GLYPH.search(str(w.message))
+        if found is None:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        elif chr(int(found.group(1))) not in missing:
+            missing.append(chr(int(found.group(1))))
+    if missing:
+        shown = "".join(missing[:12]) + ("..." if len(missing) > 12 else "")
+        warnings.warn(
+            f"no installed font has {len(missing)} character{'s' if len(missing) != 1 else ''} of this image "
+            f"({shown}): they are drawn as empty boxes; install a font with them, e.g. `apt install "
+            f"{CJK_FONT_PACKAGE}` (Debian, Ubuntu) for Chinese, Japanese and Korean",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
+_GLYPH = re.compile(r"Glyph (\d+) .*missing from font")
