@@ -16,7 +16,15 @@ import torch
 
 from logitlens import LensResult, LogitLensError
 from logitlens.core.stats import get_statistic
-from logitlens.views.model import CELL_CHARS, LABEL_CHARS, clip, prompt_summary, row_labels, stat_grid
+from logitlens.views.model import (
+    CELL_CHARS,
+    LABEL_CHARS,
+    clip,
+    prob_text,
+    prompt_summary,
+    row_labels,
+    stat_grid,
+)
 from logitlens.views.plotly import esc, heatmap, trajectory
 from markers import needs_default_model
 
@@ -381,7 +389,7 @@ def test_png_cells_ticks_and_subtitle(prompt):
         assert f"{p:.3f}" != f"{float(res.target_probs[prompt, 0, last, t]):.3f}"  # rows tell apart
         first = _first_top1_row(res, prompt, last, t)
         lines.append(
-            f"{name} at the last position: p {p:.3f}, rank {rank:,} in the last row"
+            f"{name} at the last position: p {prob_text(p)}, rank {rank:,} in the last row"
             + (f", top-1 from: {_label(res, first)}" if first is not None else ", never top-1")
         )
     title, sub = (t.get_text() for t in fig.texts)

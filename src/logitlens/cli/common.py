@@ -167,6 +167,11 @@ def add_prompt_args(p: argparse.ArgumentParser) -> None:
         help="the terminal grid starts at position K (negative counts from the end; default: it shows the "
         "last positions)",
     )
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="print every top-k rank kept at the last position (default: the ranks that fit one table)",
+    )
     p.add_argument("--html", type=Path, help="write a self-contained HTML report")
     p.add_argument("--png", type=Path, help="write a static heatmap image of the first prompt")
 

@@ -110,7 +110,7 @@ def run(args) -> int:
     if not args.quiet:
         from logitlens.views.terminal import print_result
 
-        print_result(res, window=args.window, window_start=args.window_start)
+        print_result(res, window=args.window, window_start=args.window_start, verbose=args.verbose)
     _write_outputs(res, args)
     return 0
 

@@ -24,7 +24,15 @@ import numpy as np
 from logitlens.core.files import write_atomic
 from logitlens.engine.result import LensResult
 from logitlens.errors import LogitLensError
-from logitlens.views.model import CELL_CHARS, LABEL_CHARS, ROW_AXIS, HeatmapModel, clip, heatmap_model
+from logitlens.views.model import (
+    CELL_CHARS,
+    LABEL_CHARS,
+    ROW_AXIS,
+    HeatmapModel,
+    clip,
+    heatmap_model,
+    prob_text,
+)
 
 __all__ = [
     "CELL_H",
@@ -97,7 +105,7 @@ def subtitle(m: HeatmapModel) -> str:
     """The grey lines under the title: model · colour · lens, then how each target ends at the last position."""
     sub = " · ".join(x for x in (m.model or "", f"colour: {m.grid.label}", f"{m.lens} lens") if x)
     for t in m.summary.targets[:MAX_TARGET_LINES]:
-        sub += f"\n{t.name} at the last position: p {t.prob:.3f}, rank {t.rank:,} in the last row"
+        sub += f"\n{t.name} at the last position: p {prob_text(t.prob)}, rank {t.rank:,} in the last row"
         sub += f", top-1 from: {t.first_label}" if t.first_label is not None else ", never top-1"
     return sub
 
@@ -121,7 +129,7 @@ def answer_line(m: HeatmapModel) -> str:
     if a is None:
         return ""
     text = f"answer {a.text}: log p {a.logprob:.2f} ({a.n_tokens} token{'s' if a.n_tokens != 1 else ''})"
-    text += f", first token p {a.prob:.3f}, rank {a.rank:,}"
+    text += f", first token p {prob_text(a.prob)}, rank {a.rank:,}"
     return text + (f", top-1 first {a.first_top1}" if a.first_top1 else ", never top-1")
 
 
