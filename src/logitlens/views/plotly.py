@@ -133,7 +133,6 @@ def heatmap(
 def _heatmap_figure(result: LensResult, m: HeatmapModel, *, menu: bool, title: str | None) -> go.Figure:
     import plotly.graph_objects as go
 
-    grid = m.grid
     n_rows, n_cols = len(m.row_names), len(m.columns)
     # A window of the last positions that fits a 1400-pixel page with readable cells; dragging the heatmap
     # sideways moves it (double-click: every position). The figure never outgrows the page, so the row
@@ -142,75 +141,17 @@ def _heatmap_figure(result: LensResult, m: HeatmapModel, *, menu: bool, title: s
     cell_w = max(1, min(CELL_PX, (PAGE_WIDTH - 190) // window))  # up to 40 positions in a 1336-pixel figure
     show_text = cell_w >= TEXT_CELL_PX
     narrow = not show_text  # headers stand upright, one line each, so that neighbours never overlap
-    xs = list(range(n_cols))
-    ys = list(range(n_rows))
-    top1 = [[esc(clip(t, CELL_CHARS)) for t in row] for row in m.cells]
-    marks = []
-    for tok, hit in zip(m.next_tokens, m.next_hits, strict=True):
-        text = esc(clip(tok, HEADER_CHARS))
-        marks.append(f"<span style='color:{MATCH}'><b>✓{text}</b></span>" if hit else text)
-    assert m.hover is not None
-    fig = go.Figure()
-    fig.add_trace(
-        go.Heatmap(
-            z=json_z(grid.z),
-            x=xs,
-            y=ys,
-            text=top1,
-            texttemplate="%{text}" if show_text else None,
-            textfont={"size": 11, "family": FONT},
-            hovertext=[[hover_text(c) for c in row] for row in m.hover],
-            hoverinfo="text",
-            zmin=grid.zmin,
-            zmax=grid.zmax,
-            colorscale=grid.colorscale,
-            reversescale=grid.reverse,
-            colorbar=colorbar(grid),
-            xgap=1,
-            ygap=1,
-            name=grid.stat,
-        )
-    )
-    # An invisible trace on the top axis, so that plotly draws it (the next-token labels).
-    fig.add_trace(
-        go.Scatter(
-            x=xs,
-            y=[0] * n_cols,
-            xaxis="x2",
-            mode="markers",
-            marker={"opacity": 0},
-            hoverinfo="skip",
-            showlegend=False,
-        )
-    )
+    fig = go.Figure(_heatmap_traces(m, show_text))
     width = max(620, 190 + cell_w * window)
     n_menu = len(m.menu) if menu else 0
     windowed = window < n_cols
     height = max(210 + 22 * n_rows, 130 + 34 * n_menu) + (110 if narrow else 0)  # the open drop-down
     if title is None:
         title = esc(clip(m.text, max(20, (width - 250) // 9)))
-    colour = f"colour: {esc(grid.label)}"
-    sub = " · ".join(x for x in (esc(m.model) if m.model else "", colour, esc(m.lens_label)) if x)
-    if m.summary.answer is not None:
-        a = m.summary.answer
-        sub += f"<br>answer {esc(a.text)}: log p {a.logprob:.2f} ({a.n_tokens} token{'s' if a.n_tokens != 1 else ''}), first token rank {a.rank:,}"
-        sub += f", top-1 first {esc(a.first_top1)}" if a.first_top1 else ", never top-1"
-    if windowed:
-        sub += f"<br>the last {window} of {n_cols} positions: drag the heatmap sideways for the others"
-    axis_font = {"family": FONT, "size": 12}
-    head = f"{title}<br>" if title else ""
-
-    def title_for(label: str) -> str:  # the caption follows the statistic menu
-        return (
-            head
-            + "<span style='font-size:12px;color:#555'>"
-            + sub.replace(colour, f"colour: {esc(label)}", 1)
-            + "</span>"
-        )
-
+    title_for = _heatmap_caption(m, title, window if windowed else None)
     fig.update_layout(
         title={
-            "text": title_for(grid.label),
+            "text": title_for(m.grid.label),
             "x": 0.01,
             "y": 1 - 14 / height,
             "yref": "container",
@@ -228,7 +169,87 @@ def _heatmap_figure(result: LensResult, m: HeatmapModel, *, menu: bool, title: s
         dragmode="pan" if windowed else "zoom",
         plot_bgcolor="white",
         hoverlabel={"font": {"family": FONT, "size": 12}, "align": "left"},
-        xaxis={
+        **_heatmap_axes(m, window, narrow),
+    )
+    if menu:  # its top 40 px below the figure's top
+        plot_h = fig.layout.height - fig.layout.margin.t - fig.layout.margin.b
+        y = 1 + (fig.layout.margin.t - 40) / plot_h
+        fig.update_layout(updatemenus=[_stat_menu(result, m, y, title_for)])
+    return fig
+
+
+def _heatmap_traces(m: HeatmapModel, show_text: bool) -> list:
+    """The heatmap (top-1 token text, hover records) and an invisible trace that makes plotly draw the top
+    axis of next tokens."""
+    import plotly.graph_objects as go
+
+    grid = m.grid
+    n_rows, n_cols = len(m.row_names), len(m.columns)
+    assert m.hover is not None
+    cells = go.Heatmap(
+        z=json_z(grid.z),
+        x=list(range(n_cols)),
+        y=list(range(n_rows)),
+        text=[[esc(clip(t, CELL_CHARS)) for t in row] for row in m.cells],
+        texttemplate="%{text}" if show_text else None,
+        textfont={"size": 11, "family": FONT},
+        hovertext=[[hover_text(c) for c in row] for row in m.hover],
+        hoverinfo="text",
+        zmin=grid.zmin,
+        zmax=grid.zmax,
+        colorscale=grid.colorscale,
+        reversescale=grid.reverse,
+        colorbar=colorbar(grid),
+        xgap=1,
+        ygap=1,
+        name=grid.stat,
+    )
+    top_axis = go.Scatter(
+        x=list(range(n_cols)),
+        y=[0] * n_cols,
+        xaxis="x2",
+        mode="markers",
+        marker={"opacity": 0},
+        hoverinfo="skip",
+        showlegend=False,
+    )
+    return [cells, top_axis]
+
+
+def _heatmap_caption(m: HeatmapModel, title: str, window: int | None):
+    """label -> the figure's title text: ``title``, then a grey line (model · colour: label · lens, the
+    answer, the window of positions). The statistic menu rewrites it with each entry's label."""
+    colour = f"colour: {esc(m.grid.label)}"
+    sub = " · ".join(x for x in (esc(m.model) if m.model else "", colour, esc(m.lens_label)) if x)
+    if m.summary.answer is not None:
+        a = m.summary.answer
+        tokens = f"{a.n_tokens} token{'s' if a.n_tokens != 1 else ''}"
+        sub += f"<br>answer {esc(a.text)}: log p {a.logprob:.2f} ({tokens}), first token rank {a.rank:,}"
+        sub += f", top-1 first {esc(a.first_top1)}" if a.first_top1 else ", never top-1"
+    if window is not None:
+        sub += (
+            f"<br>the last {window} of {len(m.columns)} positions: drag the heatmap sideways for the others"
+        )
+    head = f"{title}<br>" if title else ""
+
+    def title_for(label: str) -> str:
+        grey = sub.replace(colour, f"colour: {esc(label)}", 1)
+        return f"{head}<span style='font-size:12px;color:#555'>{grey}</span>"
+
+    return title_for
+
+
+def _heatmap_axes(m: HeatmapModel, window: int, narrow: bool) -> dict[str, Any]:
+    """The layout's x axis (input token and position), x axis 2 (next token, ✓ green where the final top-1
+    equals it) and y axis (row labels) of a heatmap showing the last ``window`` columns."""
+    n_rows, n_cols = len(m.row_names), len(m.columns)
+    xs, axis_font = list(range(n_cols)), {"family": FONT, "size": 12}
+    marks = []
+    for tok, hit in zip(m.next_tokens, m.next_hits, strict=True):
+        text = esc(clip(tok, HEADER_CHARS))
+        marks.append(f"<span style='color:{MATCH}'><b>✓{text}</b></span>" if hit else text)
+    return {
+        "xaxis": {
             "tickmode": "array",
             "tickvals": xs,
             "ticktext": [  # token and position, so that repeated tokens stay distinct labels
@@ -243,7 +264,7 @@ def _heatmap_figure(result: LensResult, m: HeatmapModel, *, menu: bool, title: s
             "showgrid": False,
             "zeroline": False,
         },
-        xaxis2={
+        "xaxis2": {
             "overlaying": "x",
             "side": "top",
             "matches": "x",
@@ -256,23 +277,18 @@ def _heatmap_figure(result: LensResult, m: HeatmapModel, *, menu: bool, title: s
             "showgrid": False,
             "zeroline": False,
         },
-        yaxis={
+        "yaxis": {
             "tickmode": "array",
-            "tickvals": ys,
+            "tickvals": list(range(n_rows)),
             "ticktext": [esc(r) for r in m.row_labels],
             "tickfont": axis_font,
             "title": {"text": ROW_AXIS},
             "range": [-0.5, n_rows - 0.5],
             "showgrid": False,
             "zeroline": False,
-            "fixedrange": windowed,  # dragging moves the window sideways only
+            "fixedrange": window < n_cols,  # dragging moves the window sideways only
         },
-    )
-    if menu:  # its top 40 px below the figure's top
-        plot_h = fig.layout.height - fig.layout.margin.t - fig.layout.margin.b
-        y = 1 + (fig.layout.margin.t - 40) / plot_h
-        fig.update_layout(updatemenus=[_stat_menu(result, m, y, title_for)])
-    return fig
+    }
 
 
 def _stat_menu(result: LensResult, m: HeatmapModel, y: float = 1.2, title_for=None) -> dict[str, Any]:
