@@ -421,7 +421,6 @@ def compare_figure(
     ``prompt``: an index into every result, or one index per result. Names default to each result's
     ``meta["model"]``. See ``views.model.compare_model``.
     """
-    import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     m = compare_model(results, names, prompt, stat=stat, target=target, position=position)
@@ -431,7 +430,6 @@ def compare_figure(
     heat_h, curve_h = 22 * max_rows + 90, 300
     # The last positions that fit a 1400-pixel page at readable 45-pixel cells; drag sideways for the rest.
     window = max(1, min(max_cols, (PAGE_WIDTH - 200 - n * 90) // (n * 45)))
-    show_text = True
     width = min(PAGE_WIDTH, max(900, n * (window * 50 + 90) + 200))
     specs = [[{"colspan": k}] + [None] * (k - 1) for _ in range(n)]
     specs_bottom = [[{"colspan": n}] + [None] * (n - 1) for _ in range(k)]
@@ -444,6 +442,40 @@ def compare_figure(
         horizontal_spacing=min(0.9 / (n * k - 1) if n * k > 1 else 0.2, 75 / width),
         subplot_titles=[esc(x) for x in m.names] + [esc(p.label) for p in m.panels],
     )
+    _compare_heatmaps(fig, results, m, k, window)
+    fig.update_layout(coloraxis=_shared_coloraxis([h.grid for h in m.heatmaps]))
+    _compare_curves(fig, m, n)
+    head = esc(clip(m.title, 90))
+    fig.update_layout(
+        title={
+            "text": f"{head}<br><span style='font-size:12px;color:#555'>curves at the {m.where}"
+            + (
+                f" · heatmaps: the last {window} of {max_cols} positions, drag sideways for the others"
+                if window < max_cols
+                else ""
+            )
+            + "</span>",
+            "x": 0.01,
+        },
+        font={"family": FONT, "size": 12},
+        width=width,
+        height=heat_h + curve_h + 260,
+        plot_bgcolor="white",
+        hoverlabel={"font": {"family": FONT, "size": 12}, "align": "left"},
+        legend={"orientation": "h", "y": -0.08, "yanchor": "top", "x": 0},
+        margin={"t": 130, "l": 110, "r": 110, "b": 60},
+        dragmode="pan" if window < max_cols else "zoom",
+        updatemenus=[_compare_menu(results, m, stat, target)],
+    )
+    return fig
+
+
+def _compare_heatmaps(fig: go.Figure, results: Sequence[LensResult], m, k: int, window: int) -> None:
+    """The top row of ``compare_figure``: one heatmap per result on the shared colour axis, each showing
+    its last ``window`` positions, row labels on its left."""
+    import plotly.graph_objects as go
+
+    n = len(results)
     for i, (res, h) in enumerate(zip(results, m.heatmaps, strict=True)):
         n_cols = len(h.columns)
         assert h.hover is not None
@@ -453,7 +485,7 @@ def compare_figure(
                 x=list(range(n_cols)),
                 y=list(range(len(h.row_names))),
                 text=[[esc(clip(t, 7)) for t in row] for row in h.cells],
-                texttemplate="%{text}" if show_text else None,
+                texttemplate="%{text}",
                 textfont={"size": 10, "family": FONT},
                 hovertext=[[hover_text(c) for c in row] for row in h.hover],
                 hoverinfo="text",
@@ -487,7 +519,13 @@ def compare_figure(
             row=1,
             col=i * k + 1,
         )
-    fig.update_layout(coloraxis=_shared_coloraxis([h.grid for h in m.heatmaps]))
+
+
+def _compare_curves(fig: go.Figure, m, n: int) -> None:
+    """The bottom row of ``compare_figure``: one panel per curve statistic, a line per result on relative
+    depth."""
+    import plotly.graph_objects as go
+
     for c, panel in enumerate(m.panels):
         for i, line in enumerate(panel.curves):
             name = esc(m.names[i])
@@ -518,29 +556,6 @@ def compare_figure(
         fig.update_yaxes(rangemode="tozero", row=2, col=c * n + 1, showgrid=True, gridcolor="#eee")
         if panel.kind == "prob":
             fig.update_yaxes(range=[0, 1.02], row=2, col=c * n + 1)
-    head = esc(clip(m.title, 90))
-    fig.update_layout(
-        title={
-            "text": f"{head}<br><span style='font-size:12px;color:#555'>curves at the {m.where}"
-            + (
-                f" · heatmaps: the last {window} of {max_cols} positions, drag sideways for the others"
-                if window < max_cols
-                else ""
-            )
-            + "</span>",
-            "x": 0.01,
-        },
-        font={"family": FONT, "size": 12},
-        width=width,
-        height=heat_h + curve_h + 260,
-        plot_bgcolor="white",
-        hoverlabel={"font": {"family": FONT, "size": 12}, "align": "left"},
-        legend={"orientation": "h", "y": -0.08, "yanchor": "top", "x": 0},
-        margin={"t": 130, "l": 110, "r": 110, "b": 60},
-        dragmode="pan" if window < max_cols else "zoom",
-        updatemenus=[_compare_menu(results, m, stat, target)],
-    )
-    return fig
 
 
 def _compare_menu(results: Sequence[LensResult], m, current: str, target: int | str) -> dict[str, Any]:
