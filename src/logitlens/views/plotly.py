@@ -439,8 +439,9 @@ def compare_figure(
         specs=[sum(specs, []), sum(specs_bottom, [])],
         row_heights=[heat_h, curve_h],
         vertical_spacing=170 / (heat_h + curve_h + 260),
-        horizontal_spacing=min(0.9 / (n * k - 1) if n * k > 1 else 0.2, 75 / width),
-        subplot_titles=[esc(x) for x in m.names] + [esc(p.label) for p in m.panels],
+        horizontal_spacing=min(0.9 / (n * k - 1) if n * k > 1 else 0.2, _label_gap(m) / (width - 220)),
+        subplot_titles=[esc(clip(x, (width - 220) // (n * 8))) for x in m.names]
+        + [esc(p.label) for p in m.panels],
     )
     _compare_heatmaps(fig, results, m, k, window)
     fig.update_layout(coloraxis=_shared_coloraxis([h.grid for h in m.heatmaps]))
@@ -465,9 +466,48 @@ def compare_figure(
         legend={"orientation": "h", "y": -0.08, "yanchor": "top", "x": 0},
         margin={"t": 130, "l": 110, "r": 110, "b": 60},
         dragmode="pan" if window < max_cols else "zoom",
-        updatemenus=[_compare_menu(results, m, stat, target)],
+        updatemenus=[_compare_menu(results, m, stat, target), *_log_menus(fig, m, n)],
     )
     return fig
+
+
+def _label_gap(m) -> int:
+    """Pixels between two heatmaps of ``compare_figure``: room for the right one's row labels (about 7
+    pixels a character at 12 px), so that they never run into the left one's cells."""
+    longest = max((len(r) for h in m.heatmaps[1:] for r in h.row_labels), default=0)
+    return max(75, 7 * longest + 30)
+
+
+def _log_menus(fig: go.Figure, m, n: int) -> list[dict[str, Any]]:
+    """A "linear | log" switch above each probability panel of ``compare_figure``'s bottom row (a
+    target's probability spans 1e-10 to 1 across rows: the log scale shows the early rows)."""
+    menus = []
+    for c, panel in enumerate(m.panels):
+        if panel.kind != "prob":
+            continue
+        sub = fig.get_subplot(2, c * n + 1)
+        axis = sub.yaxis.plotly_name  # "yaxis4"
+        linear = {f"{axis}.type": "linear", f"{axis}.range": [0, 1.02], f"{axis}.autorange": False}
+        log = {f"{axis}.type": "log", f"{axis}.autorange": True}
+        menus.append(
+            {
+                "type": "buttons",
+                "direction": "right",
+                "buttons": [
+                    {"label": "linear", "method": "relayout", "args": [linear]},
+                    {"label": "log", "method": "relayout", "args": [log]},
+                ],
+                "active": 0,
+                "showactive": True,
+                "x": sub.xaxis.domain[1],
+                "xanchor": "right",
+                "y": sub.yaxis.domain[1],
+                "yanchor": "bottom",
+                "pad": {"b": 24},
+                "font": {"size": 11},
+            }
+        )
+    return menus
 
 
 def _compare_heatmaps(fig: go.Figure, results: Sequence[LensResult], m, k: int, window: int) -> None:
