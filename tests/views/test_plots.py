@@ -473,3 +473,19 @@ def test_a_system_cjk_font_draws_cjk_tokens_without_a_note(tmp_path, monkeypatch
         png.write_png(hand_result(), tmp_path / "cjk.png")
     assert [str(w.message) for w in caught] == []
     assert any("CJK" in f for f in png.font_families())
+
+
+def test_trajectory_png_title_wraps_inside_the_figure():
+    """Guards: the concept picture's title cut at the image's edge (`Français: "fleur" - English:`)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from logitlens.views.trajectory import trajectory_figure
+
+    res = hand_result(inputs=[[0, 1, 2]])
+    res.prompts = ['Français: "fleur" - English: "flower"\nFrançais: "montagne" - English: "']
+    res.meta["model"] = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    fig = trajectory_figure(res, prompts=[0], log_probs=True)
+    FigureCanvasAgg(fig).draw()
+    title = fig._suptitle
+    box = title.get_window_extent()
+    assert "montagne" in title.get_text() and box.x1 <= fig.bbox.x1 and box.x0 >= 0

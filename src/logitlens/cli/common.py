@@ -374,6 +374,7 @@ def check_outputs(args) -> None:
         ("--json", getattr(args, "json", None), (".json", ".parquet")),
         ("--html", getattr(args, "html", None), (".html", ".htm")),
         ("--png", getattr(args, "png", None), IMAGE_SUFFIXES),
+        ("--trajectory", getattr(args, "trajectory", None), (*IMAGE_SUFFIXES, ".html", ".htm")),
     ]
     for option, path, suffixes in outputs:
         if path is None:

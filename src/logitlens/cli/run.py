@@ -54,6 +54,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="save the result as JSON (logitlens.LensResult.load reads it)")
     p.add_argument("--quiet", action="store_true", help="do not print the tables")
     p.add_argument(
+        "--trajectory",
+        type=Path,
+        metavar="FILE",
+        help="draw the targets, concepts and answer across rows (probability and rank at the last "
+        "position): .png, .svg, .pdf, .jpg, or .html (interactive, with a log scale switch)",
+    )
+    p.add_argument(
         "--remote",
         nargs="?",
         const=True,
@@ -78,6 +85,11 @@ def run(args) -> int:
     concept_specs = parse_concepts(args.concept)
     check_common(args)
     check_stream_args(args)
+    if args.trajectory and not (targets or concept_specs or answers):
+        raise LogitLensError(
+            f"--trajectory {args.trajectory} draws targets, concepts and answers across rows: give "
+            "--target WORD, --concept WORDS or --answer TEXT (or answers in --prompts-file)"
+        )
     if args.remote and args.tuned_lens:
         raise LogitLensError("--tuned-lens decodes here: leave out --remote (remote runs use the logit lens)")
     if args.remote is True:  # before loading anything: a missing key or server fails at once
@@ -170,6 +182,20 @@ def _write_outputs(res, args) -> None:
         from logitlens.views.png import write_png
 
         print(f"wrote {write_png(res, args.png)}", file=sys.stderr)
+    if getattr(args, "trajectory", None):
+        print(f"wrote {_write_trajectory(res, args.trajectory)}", file=sys.stderr)
+
+
+def _write_trajectory(res, path: Path) -> Path:
+    """``--trajectory``: the page (.html) or the picture (probability on a log scale, where the early rows'
+    1e-10 still shows) of the targets, concepts and answers across rows."""
+    if path.suffix.lower() in (".html", ".htm"):
+        from logitlens.views.report import write_trajectory_html
+
+        return write_trajectory_html(res, path)
+    from logitlens.views.trajectory import write_trajectory_png
+
+    return write_trajectory_png(res, path, log_probs=True, answers=True)
 
 
 # ---- run --out ----------------------------------------------------------------------------------------
@@ -198,7 +224,7 @@ def check_stream_args(args) -> None:
     from logitlens.core.files import check_stream_output
 
     check_stream_output(out)
-    held = [f"--{name}" for name in ("json", "html", "png") if getattr(args, name, None)]
+    held = [f"--{name}" for name in ("json", "html", "png", "trajectory") if getattr(args, name, None)]
     if held:
         raise LogitLensError(
             f"--out streams the results to a file; {', '.join(held)} need the whole run in memory: drop them, "

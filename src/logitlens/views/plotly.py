@@ -337,6 +337,7 @@ def trajectory(
     *,
     position: int | str = -1,
     title: str | None = None,
+    answers: bool = False,
 ) -> go.Figure:
     """Statistics across rows, one line per (prompt, target) or per prompt.
 
@@ -344,12 +345,13 @@ def trajectory(
     scale, rank 1 on top) at ``position`` (a decoded column index, default the last) of each prompt. Any
     other drawable statistic ("kl_to_final", "entropy", "cross_entropy", ...): one line per prompt, at
     ``position`` or averaged over positions ("mean"). targets: indices or names (default all); prompts:
-    indices (default all). See ``views.model.trajectory_model``.
+    indices (default all). answers=True adds each prompt's answer (dashed) to the "target_probs" panels.
+    A probability panel has a "linear | log" switch. See ``views.model.trajectory_model``.
     """
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    m = trajectory_model(result, targets, prompts, stat, position)
+    m = trajectory_model(result, targets, prompts, stat, position, answers=answers)
     rows = list(range(len(m.row_names)))
     axis = {"tickmode": "array", "tickvals": rows, "ticktext": [esc(r) for r in m.row_names]}
     n = len(m.panels)
@@ -367,7 +369,7 @@ def trajectory(
                 trace.update(
                     legendgroup=f"{c.prompt}-{c.target}",
                     mode="lines+markers",
-                    line={"color": COLORS[i % len(COLORS)]},
+                    line={"color": COLORS[i % len(COLORS)], "dash": "dash" if c.target < 0 else "solid"},
                 )
                 if k > 0:
                     trace["showlegend"] = False
@@ -384,7 +386,32 @@ def trajectory(
         legend={"font": {"size": 11}},
         hovermode="x unified",
     )
+    if m.panels[0].kind == "prob":
+        fig.update_layout(updatemenus=[_log_switch("yaxis", fig.layout.yaxis.domain[1], x=1.0)])
     return fig
+
+
+def _log_switch(axis: str, y: float, x: float) -> dict[str, Any]:
+    """A "linear | log" pair of buttons for a probability ``axis`` ("yaxis4"), its right edge at paper ``x``
+    and its bottom at paper ``y`` (a probability spans 1e-10 to 1 across rows: log shows the early rows)."""
+    linear = {f"{axis}.type": "linear", f"{axis}.range": [0, 1.02], f"{axis}.autorange": False}
+    log = {f"{axis}.type": "log", f"{axis}.autorange": True, f"{axis}.exponentformat": "power"}
+    return {
+        "type": "buttons",
+        "direction": "right",
+        "buttons": [
+            {"label": "linear", "method": "relayout", "args": [linear]},
+            {"label": "log", "method": "relayout", "args": [log]},
+        ],
+        "active": 0,
+        "showactive": True,
+        "x": x,
+        "xanchor": "right",
+        "y": y,
+        "yanchor": "bottom",
+        "pad": {"b": 24},
+        "font": {"size": 11},
+    }
 
 
 # ---- comparing models ---------------------------------------------------------------------------------
@@ -486,27 +513,7 @@ def _log_menus(fig: go.Figure, m, n: int) -> list[dict[str, Any]]:
         if panel.kind != "prob":
             continue
         sub = fig.get_subplot(2, c * n + 1)
-        axis = sub.yaxis.plotly_name  # "yaxis4"
-        linear = {f"{axis}.type": "linear", f"{axis}.range": [0, 1.02], f"{axis}.autorange": False}
-        log = {f"{axis}.type": "log", f"{axis}.autorange": True}
-        menus.append(
-            {
-                "type": "buttons",
-                "direction": "right",
-                "buttons": [
-                    {"label": "linear", "method": "relayout", "args": [linear]},
-                    {"label": "log", "method": "relayout", "args": [log]},
-                ],
-                "active": 0,
-                "showactive": True,
-                "x": sub.xaxis.domain[1],
-                "xanchor": "right",
-                "y": sub.yaxis.domain[1],
-                "yanchor": "bottom",
-                "pad": {"b": 24},
-                "font": {"size": 11},
-            }
-        )
+        menus.append(_log_switch(sub.yaxis.plotly_name, sub.yaxis.domain[1], x=sub.xaxis.domain[1]))
     return menus
 
 

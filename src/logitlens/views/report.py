@@ -42,6 +42,7 @@ __all__ = [
     "scrub_js",
     "scrub_text",
     "summary_table",
+    "write_trajectory_html",
     "write_compare_html",
     "write_html",
 ]
@@ -196,6 +197,23 @@ def write_html(result: LensResult, path: str | Path, title: str | None = None) -
     final / entropy curves. plotly.js is embedded; the page opens offline and loads nothing.
     """
     return _write_page(path, report_html(result, title), "the HTML report")
+
+
+def write_trajectory_html(result: LensResult, path: str | Path, title: str | None = None) -> Path:
+    """Write ONE self-contained page of the targets, concepts and answers of ``result`` across rows (their
+    probability, with a linear | log switch, and their rank at each prompt's last decoded position) and
+    return its path; ``logitlens run --trajectory F.html``."""
+    title = title or f"logitlens · {result.meta.get('model', 'result')} · across rows"
+    parts = [
+        f"<h1>{scrub_text(html.escape(title))}</h1>",
+        f'<p class="meta">{scrub_text(_meta_line(result))}</p>',
+    ]
+    for i in range(result.n_prompts):
+        label = html.escape(prompt_label(result, i, 200))
+        parts.append(f'<p class="meta">prompt {i + 1}: “{scrub_text(label)}”</p>')
+    fig = trajectory(result, stat="target_probs", answers=True)
+    parts.append(figure_div(fig, div_id="trajectory"))
+    return _write_page(path, page(title, "\n".join(parts)), "the trajectory page")
 
 
 def _write_page(path: str | Path, text: str, what: str) -> Path:
