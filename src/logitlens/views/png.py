@@ -193,15 +193,49 @@ def _layout(m: HeatmapModel, title: str | None = None) -> _Layout:
 
 def _draw(fig, m: HeatmapModel, lay: _Layout, width: float, height: float) -> None:
     """Draw one heatmap panel into ``fig`` (a Figure or SubFigure of ``width`` x ``height`` inches)."""
+    fonts = font_families()
+    left, bottom, plot_w, plot_h = lay.left, lay.bottom, lay.plot_w, lay.plot_h
+    ax = fig.add_axes((left / width, bottom / height, plot_w / width, plot_h / height))
+    mesh = _draw_cells(ax, m, fonts)
+    _draw_axes(ax, m, fonts)
+    cax = fig.add_axes(((left + plot_w + 0.25) / width, bottom / height, 0.16 / width, plot_h / height))
+    bar = fig.colorbar(mesh, cax=cax)
+    bar.set_label(m.grid.label, fontsize=FONT_SIZE + 1, family=fonts, parse_math=False)
+    bar.ax.tick_params(labelsize=FONT_SIZE)
+    if m.grid.tickvals is not None:
+        bar.set_ticks(m.grid.tickvals, labels=m.grid.ticktext)
+    bar.outline.set_visible(False)
+    fig.text(
+        0.5 / width,
+        1 - 0.2 / height,
+        lay.title,
+        fontsize=FONT_SIZE + 3,
+        family=fonts,
+        weight="bold",
+        va="top",
+        parse_math=False,
+    )
+    fig.text(
+        0.5 / width,
+        1 - 0.5 / height,
+        "\n".join(lay.sub_lines),
+        fontsize=FONT_SIZE,
+        family=fonts,
+        color="#555",
+        va="top",
+        linespacing=1.5,
+        parse_math=False,
+    )
+
+
+def _draw_cells(ax, m: HeatmapModel, fonts: list[str]):
+    """The coloured cells, each with its top-1 token in a colour that reads on it; returns the mesh (for
+    the colour bar)."""
     from matplotlib import colormaps
     from matplotlib.colors import Normalize
 
     grid = m.grid
     n_rows, n_cols = grid.z.shape
-    fonts = font_families()
-    left, bottom, plot_w, plot_h = lay.left, lay.bottom, lay.plot_w, lay.plot_h
-    ax = fig.add_axes((left / width, bottom / height, plot_w / width, plot_h / height))
-
     cmap = colormaps[grid.colorscale + ("_r" if grid.reverse else "")].with_extremes(bad="#f0f0f0")
     norm = Normalize(grid.zmin, grid.zmax)
     z = np.ma.masked_invalid(grid.z)
@@ -228,7 +262,13 @@ def _draw(fig, m: HeatmapModel, lay: _Layout, width: float, height: float) -> No
             ax.text(
                 c, r, clip(m.cells[r][c], CELL_CHARS), color="white" if lum[r, c] < 0.5 else "#111", **text_kw
             )
+    return mesh
 
+
+def _draw_axes(ax, m: HeatmapModel, fonts: list[str]) -> None:
+    """Row labels, input tokens and positions below, next tokens above (green ✓ where the final top-1
+    equals them); no spines, no ticks, no mathtext."""
+    n_rows, n_cols = m.grid.z.shape
     ax.set_xlim(-0.5, n_cols - 0.5)
     ax.set_ylim(-0.5, n_rows - 0.5)
     ax.set_yticks(range(n_rows), m.row_labels, fontsize=FONT_SIZE, family=fonts)
@@ -257,36 +297,6 @@ def _draw(fig, m: HeatmapModel, lay: _Layout, width: float, height: float) -> No
     )
     for label in [*ax.get_xticklabels(), *ax.get_yticklabels(), *top_ax.get_xticklabels()]:
         label.set_parse_math(False)
-
-    cax = fig.add_axes(((left + plot_w + 0.25) / width, bottom / height, 0.16 / width, plot_h / height))
-    bar = fig.colorbar(mesh, cax=cax)
-    bar.set_label(grid.label, fontsize=FONT_SIZE + 1, family=fonts, parse_math=False)
-    bar.ax.tick_params(labelsize=FONT_SIZE)
-    if grid.tickvals is not None:
-        bar.set_ticks(grid.tickvals, labels=grid.ticktext)
-    bar.outline.set_visible(False)
-
-    fig.text(
-        0.5 / width,
-        1 - 0.2 / height,
-        lay.title,
-        fontsize=FONT_SIZE + 3,
-        family=fonts,
-        weight="bold",
-        va="top",
-        parse_math=False,
-    )
-    fig.text(
-        0.5 / width,
-        1 - 0.5 / height,
-        "\n".join(lay.sub_lines),
-        fontsize=FONT_SIZE,
-        family=fonts,
-        color="#555",
-        va="top",
-        linespacing=1.5,
-        parse_math=False,
-    )
 
 
 def write_png(
