@@ -69,6 +69,7 @@ $(BENCH_STAMP): pyproject.toml $(STAMP)
 bench: $(STAMP) $(BENCH_STAMP)
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_engine.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_peers.py --venv $(BENCH_VENV) $(BENCH_ARGS)
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_startup.py
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) .bench .demo .pytest_cache .ruff_cache src/*.egg-info

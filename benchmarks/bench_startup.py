@@ -11,7 +11,7 @@ Reported: the median wall time of each, their ratio (goal: logitlens <= 1.3x the
 of the per-pair ratios, and the CPU time (user + system, from wait4) of each, which a busy machine moves
 less than the wall time. Also whether logitlens left anything on stderr but its one "wrote" line.
 
-    .venv/bin/python benchmarks/bench_startup.py [--reps 5]
+    .venv/bin/python benchmarks/bench_startup.py [--reps 5] [--threads 1]
 """
 
 from __future__ import annotations
@@ -42,9 +42,11 @@ print(repr(tok.decode(int(logits[0, -1].argmax()))))
 """
 
 
-def timed_child(cmd: list[str]) -> dict:
+def timed_child(cmd: list[str], threads: int | None = None) -> dict:
     """Run one child to the end: wall seconds, CPU seconds (user + system), exit code, stderr."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(common.ROOT / "src")}
+    if threads:  # torch's intra-op threads (OpenMP) of both children
+        env["OMP_NUM_THREADS"] = str(threads)
     t0 = time.perf_counter()
     with tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(
@@ -65,6 +67,13 @@ def timed_child(cmd: list[str]) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=5, help="timed pairs (default 5)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads of both children (OMP_NUM_THREADS; default: torch's own choice). On a machine "
+        "shared with other work, 1 keeps a descheduled thread from stalling the other's matrix products",
+    )
     args = parser.parse_args()
     model = common.model_path()  # converts the default model once if needed, before anything is timed
     with tempfile.TemporaryDirectory() as tmp:
@@ -75,7 +84,7 @@ def main() -> int:
         }
         print(f"bench_startup: {common.machine()} | {common.versions()}")
         for name, cmd in cmds.items():  # warm-up: the page cache, .pyc files
-            r = timed_child(cmd)
+            r = timed_child(cmd, args.threads)
             if r["exit"] != 0:
                 print(f"{name} failed (exit {r['exit']}):\n{r['stderr']}", file=sys.stderr)
                 return 1
@@ -83,7 +92,7 @@ def main() -> int:
         for rep in range(args.reps):
             order = list(cmds) if rep % 2 == 0 else list(reversed(cmds))
             for name in order:
-                times[name].append(timed_child(cmds[name]))
+                times[name].append(timed_child(cmds[name], args.threads))
     bare, ours = times["bare minimum"], times["logitlens run"]
     med = {
         name: {k: common.median([r[k] for r in rs]) for k in ("wall_s", "cpu_s")}
@@ -96,7 +105,8 @@ def main() -> int:
         [name, f"{m['wall_s']:.2f}", f"{min(r['wall_s'] for r in times[name]):.2f}", f"{m['cpu_s']:.2f}"]
         for name, m in med.items()
     ]
-    print(f"\n### Time to a first answer (median of {args.reps}, alternating; seconds)")
+    threads = f", OMP_NUM_THREADS={args.threads}" if args.threads else ""
+    print(f"\n### Time to a first answer (median of {args.reps}, alternating{threads}; seconds)")
     print(common.table(["command", "wall", "fastest", "CPU (user+sys)"], rows))
     stray = sorted({line for r in ours for line in r["stderr"].splitlines() if not line.startswith("wrote ")})
     met = ratio <= TARGET_RATIO
@@ -110,6 +120,7 @@ def main() -> int:
         "machine": common.machine(),
         "versions": common.versions(),
         "reps": args.reps,
+        "threads": args.threads,
         "median": med,
         "ratio": ratio,
         "pair_ratio": pair_ratio,
