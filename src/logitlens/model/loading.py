@@ -130,8 +130,9 @@ def import_transformers(quantization: Any = None) -> None:
             import transformers.quantizers  # noqa: F401
         finally:
             hf_utils.is_torchao_available = hf_import_utils.is_torchao_available = real
-            for module in list(sys.modules.values()):  # later checks (TorchAoConfig...) see torchao as it is
-                if getattr(module, "is_torchao_available", None) is absent:
+            for name, module in list(sys.modules.items()):  # later checks (TorchAoConfig...) see torchao
+                # as it is; __dict__, not getattr: a lazy module would import on an unknown name
+                if name.startswith("transformers") and vars(module).get("is_torchao_available") is absent:
                     module.is_torchao_available = real
 
 
