@@ -88,6 +88,7 @@ $(BENCH_STAMP): pyproject.toml $(STAMP)
 bench: $(STAMP) $(BENCH_STAMP)
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_engine.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_peers.py --venv $(BENCH_VENV) $(BENCH_ARGS)
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_startup.py
 
 # Mutation testing (never part of `make test`: a module takes minutes): mutmut over one module at a time,
 # against that module's own tests, in a scratch copy (scripts/mutate.py; CONTRIBUTING.md says how to read it).

@@ -294,7 +294,7 @@ def test_quiet_without_outputs_is_refused_before_loading(capsys, tmp_path):
     assert code == 2 and out == ""
     assert one_line(err) == (
         "logitlens: error: --quiet with no output file would show and write nothing: give --json, --html, "
-        "--png or --out, or drop --quiet"
+        "--png, --trajectory or --out, or drop --quiet"
     )
 
 

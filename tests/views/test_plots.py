@@ -7,6 +7,8 @@ token, tokens that look like markup, 2 targets) so that every expected value is 
 from __future__ import annotations
 
 import math
+import os
+import sys
 
 import numpy as np
 import pytest
@@ -14,7 +16,15 @@ import torch
 
 from logitlens import LensResult, LogitLensError
 from logitlens.core.stats import get_statistic
-from logitlens.views.model import CELL_CHARS, LABEL_CHARS, clip, prompt_summary, row_labels, stat_grid
+from logitlens.views.model import (
+    CELL_CHARS,
+    LABEL_CHARS,
+    clip,
+    prob_text,
+    prompt_summary,
+    row_labels,
+    stat_grid,
+)
 from logitlens.views.plotly import esc, heatmap, trajectory
 from markers import needs_default_model
 
@@ -379,7 +389,7 @@ def test_png_cells_ticks_and_subtitle(prompt):
         assert f"{p:.3f}" != f"{float(res.target_probs[prompt, 0, last, t]):.3f}"  # rows tell apart
         first = _first_top1_row(res, prompt, last, t)
         lines.append(
-            f"{name} at the last position: p {p:.3f}, rank {rank:,} in the last row"
+            f"{name} at the last position: p {prob_text(p)}, rank {rank:,} in the last row"
             + (f", top-1 from: {_label(res, first)}" if first is not None else ", never top-1")
         )
     title, sub = (t.get_text() for t in fig.texts)
@@ -419,3 +429,63 @@ def test_default_model_picture_says_paris(tmp_path):
     assert fig.data[0].text[-1][-1] == "␣Paris" and fig.data[0].z[-1][-1] == 0  # rank 1
     assert "1. ␣Paris" in fig.data[0].hovertext[-1][-1]
     assert _png(write_png(res, tmp_path / "eiffel.png")).shape[1] > 800
+
+
+# ---- fonts: CJK glyphs (issue 19, item 8) ------------------------------------------------------------------
+CJK_VOCAB = ["東京", "␣猫", "は", "␣犬", "␣Paris", "␣Rome", "<b>", "&amp", "で", "。"]
+
+
+def test_missing_glyphs_give_one_note_naming_the_font_package(tmp_path, monkeypatch):
+    """Guards: one matplotlib warning per missing glyph (dozens of lines) and no hint of how to fix it."""
+    import warnings
+
+    from matplotlib import font_manager
+
+    from logitlens.views import png
+
+    if any("CJK" in f.name for f in font_manager.fontManager.ttflist):
+        pytest.skip("matplotlib already knows a CJK font here")
+    monkeypatch.setattr(png, "CJK_FONT_FILES", ())
+    monkeypatch.setattr(sys.modules[__name__], "VOCAB", CJK_VOCAB)
+    cjk = hand_result()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        png.write_png(cjk, tmp_path / "cjk.png")
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and "fonts-noto-cjk" in messages[0] and "東" in messages[0], messages
+
+
+def test_a_system_cjk_font_draws_cjk_tokens_without_a_note(tmp_path, monkeypatch):
+    """Guards: CJK tokens drawn as empty boxes on a machine that has a CJK font matplotlib's cache missed."""
+    import warnings
+
+    from logitlens.views import png
+
+    font = os.environ.get("LOGITLENS_TEST_CJK_FONT") or next(
+        (f for f in png.CJK_FONT_FILES if os.path.isfile(f)), None
+    )
+    if font is None:
+        pytest.skip("no CJK font on this machine (Debian: apt install fonts-noto-cjk)")
+    monkeypatch.setattr(png, "CJK_FONT_FILES", (font,))
+    monkeypatch.setattr(sys.modules[__name__], "VOCAB", CJK_VOCAB)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        png.write_png(hand_result(), tmp_path / "cjk.png")
+    assert [str(w.message) for w in caught] == []
+    assert any("CJK" in f for f in png.font_families())
+
+
+def test_trajectory_png_title_wraps_inside_the_figure():
+    """Guards: the concept picture's title cut at the image's edge (`Français: "fleur" - English:`)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from logitlens.views.trajectory import trajectory_figure
+
+    res = hand_result(inputs=[[0, 1, 2]])
+    res.prompts = ['Français: "fleur" - English: "flower"\nFrançais: "montagne" - English: "']
+    res.meta["model"] = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    fig = trajectory_figure(res, prompts=[0], log_probs=True)
+    FigureCanvasAgg(fig).draw()
+    title = fig._suptitle
+    box = title.get_window_extent()
+    assert "montagne" in title.get_text() and box.x1 <= fig.bbox.x1 and box.x0 >= 0

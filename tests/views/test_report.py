@@ -59,7 +59,12 @@ def test_report_is_one_offline_file(report):
 def test_report_holds_summary_heatmaps_and_trajectories(res, report):
     _, text = report
     assert "<title>Hand &amp; made</title>" in text
-    assert 'class="dataframe summary"' in text and "first_stable_row" in text and "p(␣Paris)" in text
+    assert (
+        'class="dataframe summary"' in text
+        and "top-1 from" in text
+        and "first_stable_row" not in text
+        and "p(␣Paris)" in text
+    )
     for i in range(res.n_prompts):
         assert f'id="heatmap-{i}"' in text
     assert 'id="targets"' in text and 'id="kl"' in text and 'id="entropy"' in text
@@ -223,3 +228,28 @@ def test_write_compare_html_is_offline(pair, tmp_path):
 def test_write_compare_html_error_names_the_path(pair, tmp_path):
     with pytest.raises(LogitLensError, match=r"cannot write the comparison to .*no.c\.html"):
         write_compare_html(pair, ["small", "deep"], tmp_path / "no" / "c.html")
+
+
+# ---- issue 19, item 10: the compare page's panels and p(target) axis, the run page's headers ---------------
+def test_compare_second_heatmap_labels_clear_the_first_and_p_target_has_a_log_switch():
+    """Guards: the second panel's row labels ("embeddings") drawn over the first heatmap; p(target) only
+    linear, where 1e-10 and 1e-3 both sit on the zero line."""
+    a, b = hand_result(n_rows=6), hand_result(n_rows=4, seed=1)
+    fig = compare_figure([a, b], ["a-model-with-a-very-long-name/checkpoint-123456", "b"])
+    plot_w = fig.layout.width - fig.layout.margin.l - fig.layout.margin.r
+    gap_px = (fig.layout.xaxis2.domain[0] - fig.layout.xaxis.domain[1]) * plot_w
+    assert gap_px >= 7 * len("embeddings") + 20
+    switches = [m for m in fig.layout.updatemenus if m.type == "buttons"]
+    assert len(switches) == 1 and [b.label for b in switches[0].buttons] == ["linear", "log"]
+    (key,) = {k for k in switches[0].buttons[1].args[0] if k.endswith(".type")}
+    axis = key.removesuffix(".type")
+    assert fig.layout[axis].domain[1] < fig.layout.yaxis.domain[0]  # a bottom-row (curve) axis
+    assert fig.layout[axis].range == (0, 1.02)  # linear first; the probability panel
+    titles = [t.text for t in fig.layout.annotations[:2]]
+    assert titles[0].endswith("…") and len(titles[0]) < 48  # a long name is cut to its panel, not overlapping
+
+
+def test_run_page_summary_headers_are_words():
+    text = report_html(hand_result())
+    head = re.search(r"<thead>(.*?)</thead>", text, re.S).group(1)
+    assert "final top-1" in head and "top-1 from" in head and "_" not in head

@@ -10,7 +10,7 @@ import pytest
 from rich.console import Console
 from test_plots import hand_result
 
-from logitlens.views.model import clip, prompt_summary, row_labels
+from logitlens.views.model import clip, prob_text, prompt_summary, row_labels
 from logitlens.views.terminal import cell_style, grid_table, print_result, render, topk_table
 
 
@@ -74,11 +74,11 @@ def test_topk_table_probabilities_and_targets_per_row(res, prompt, position):
         for i in range(3):
             cell = table.columns[1 + i]._cells[r]
             prob = float(res.top_probs[prompt, r, j, i])
-            assert cell.plain == f"{clip(res.token(res.top_ids[prompt, r, j, i]), 12)} {prob:.2f}"
+            assert cell.plain == f"{clip(res.token(res.top_ids[prompt, r, j, i]), 12)} {prob_text(prob, 2)}"
             assert str(cell.style) == (cell_style(prob) if i == 0 else "")
         for t in range(2):
             p, rank = float(res.target_probs[prompt, r, j, t]), int(res.target_ranks[prompt, r, j, t])
-            assert table.columns[4 + t]._cells[r] == f"{p:.3f} / {rank}"
+            assert table.columns[4 + t]._cells[r] == f"{prob_text(p)} / {rank:,}"
 
 
 def test_render_to_a_recording_console(res):
@@ -167,3 +167,44 @@ def test_render_and_print_result_take_the_window(res):
     assert "positions 0-1 of 5" in text
     group = render(res, 0, width=200, window=1, window_start=-1)
     assert [c.header for c in group.renderables[0].columns[1:]] == [clip(res.tokens[0][4], 9)]
+
+
+# ---- issue 19, item 9: readable small probabilities, a short default, a legend ----------------------------
+@pytest.mark.parametrize(
+    ("p", "text"),
+    [(0.656, "0.656"), (0.041, "0.041"), (0.0029, "2.9e-3"), (2.94e-4, "2.9e-4"), (5.1e-13, "5.1e-13"),
+     (0.0, "0"), (float("nan"), "–")],
+)  # fmt: skip
+def test_small_probabilities_read_as_numbers_not_zeros(p, text):
+    """Guards: 0.000 / 3206 for every target below 0.0005 (target tracking unreadable in the terminal)."""
+    assert prob_text(p) == text
+
+
+def test_target_column_shows_a_tiny_probability_and_a_grouped_rank():
+    res = hand_result()
+    res.target_probs[0, 0, -1, 0] = 2.9e-4
+    res.target_ranks[0, 0, -1, 0] = 3206
+    table = topk_table(res, 0)
+    assert table.columns[-2]._cells[0] == "2.9e-4 / 3,206"
+
+
+def test_default_is_short_and_verbose_shows_every_rank():
+    """Guards: 115-300 lines for one prompt (every top-k rank in several tables)."""
+    res = hand_result(k=8, n_rows=6)
+    short, full = (Console(record=True, width=80, file=io.StringIO()) for _ in range(2))
+    print_result(res, console=short)
+    print_result(res, console=full, verbose=True)
+    s, f = short.export_text(), full.export_text()
+    heads = lambda text: re.findall(r"┃ (#\d+)", text)  # noqa: E731
+    assert len(s.splitlines()) < len(f.splitlines())
+    assert set(heads(f)) == {f"#{i}" for i in range(1, 9)} and "#8" not in heads(s)
+    assert re.search(r"#\d+-#8 with --verbose", s)
+
+
+def test_a_legend_line_explains_the_symbols_shown():
+    res = hand_result()
+    console = Console(record=True, width=160, file=io.StringIO())
+    print_result(res, console=console)
+    legend = [line for line in console.export_text().splitlines() if line.startswith("symbols: ")]
+    assert legend and "␣ space" in legend[0] and "◆ critical layer" in legend[0]
+    assert "↵" not in legend[0]  # only the symbols that appear

@@ -225,6 +225,11 @@ def add_prompt_args(p: argparse.ArgumentParser) -> None:
         help="the terminal grid starts at position K (negative counts from the end; default: it shows the "
         "last positions)",
     )
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="print every top-k rank kept at the last position (default: the ranks that fit one table)",
+    )
     p.add_argument("--html", type=Path, help="write a self-contained HTML report")
     p.add_argument("--png", type=Path, help="write a static heatmap image of the first prompt")
 
@@ -374,10 +379,23 @@ def load(model: str, args, tuned_lens=None, prompts: list | None = None):
         import torch  # noqa: F401
 
         quiet_transformers()  # here, not in main: commands that load no model never import transformers
+        from logitlens.model.loading import import_transformers
+
+        import_transformers(getattr(args, "quantize", None))  # torchao only when --quantize asks for it
         with contextlib.suppress(ImportError):
             from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel  # noqa: F401
         from logitlens.engine.lens import LogitLens
 
+    if model == "default":
+        from logitlens.model import default_model
+
+        if not default_model.is_converted():  # once per machine: our one line instead of four bars
+            print(
+                f"logitlens: converting the default model {default_model.DEFAULT_NAME} from its GGUF file "
+                f"into {default_model.cache_dir()} (once; about a minute)",
+                file=sys.stderr,
+            )
+            default_model.model_dir(quiet=True)
     device, max_memory = rank_placement(args.device, getattr(args, "device_map", None), max_memory)
     return LogitLens.from_pretrained(
         model,
@@ -486,6 +504,7 @@ OUTPUTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("json", (".json", ".parquet")),
     ("html", (".html", ".htm")),
     ("png", IMAGE_SUFFIXES),
+    ("trajectory", (*IMAGE_SUFFIXES, ".html", ".htm")),
 )
 
 
@@ -554,9 +573,6 @@ def quiet_transformers() -> None:
         hf_logging.disable_progress_bar()
     except ImportError:
         pass
-    from logitlens.model.loading import import_quantizers
-
-    import_quantizers()
 
 
 def json_ready(value):

@@ -88,7 +88,7 @@ def run(args) -> int:
         for res in results:
             check_window(res, args.window, args.window_start)
         console = Console()
-        window = {"window": args.window, "window_start": args.window_start}
+        window = {"window": args.window, "window_start": args.window_start, "verbose": args.verbose}
         for i in range(len(prompts)):
             for name, res in zip(names, results, strict=True):
                 console.rule(f"[bold]{name}" + (f" · prompt {i + 1}" if len(prompts) > 1 else ""))

@@ -67,6 +67,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true", help="do not print the tables")
     p.add_argument(
+        "--trajectory",
+        type=Path,
+        metavar="FILE",
+        help="draw the targets, concepts and answer across rows (probability and rank at the last "
+        "position): .png, .svg, .pdf, .jpg, or .html (interactive, with a log scale switch)",
+    )
+    p.add_argument(
         "--remote",
         nargs="?",
         const=True,
@@ -96,6 +103,11 @@ def run(args) -> int:
             "under torchrun, `logitlens run` shares the prompts over the ranks only when it streams them: "
             "add --out FILE.parquet (or run it as one process)"
         )
+    if args.trajectory and not (targets or concept_specs or answers):
+        raise LogitLensError(
+            f"--trajectory {args.trajectory} draws targets, concepts and answers across rows: give "
+            "--target WORD, --concept WORDS or --answer TEXT (or answers in --prompts-file)"
+        )
     if args.remote and args.tuned_lens:
         raise LogitLensError("--tuned-lens decodes here: leave out --remote (remote runs use the logit lens)")
     if args.remote is True:  # before loading anything: a missing key or server fails at once
@@ -117,7 +129,7 @@ def run(args) -> int:
     if not args.quiet:
         from logitlens.views.terminal import print_result
 
-        print_result(res, window=args.window, window_start=args.window_start)
+        print_result(res, window=args.window, window_start=args.window_start, verbose=args.verbose)
     _write_outputs(res, args)
     return 0
 
@@ -203,7 +215,21 @@ def _write_outputs(res, args) -> None:
         writers.append(("--html", lambda: write_html(res, args.html)))
     if args.png:
         writers.append(("--png", lambda: write_png(res, args.png)))
+    if getattr(args, "trajectory", None):
+        writers.append(("--trajectory", lambda: _write_trajectory(res, args.trajectory)))
     write_outputs(writers)
+
+
+def _write_trajectory(res, path: Path) -> Path:
+    """``--trajectory``: the page (.html) or the picture (probability on a log scale, where the early rows'
+    1e-10 still shows) of the targets, concepts and answers across rows."""
+    if path.suffix.lower() in (".html", ".htm"):
+        from logitlens.views.report import write_trajectory_html
+
+        return write_trajectory_html(res, path)
+    from logitlens.views.trajectory import write_trajectory_png
+
+    return write_trajectory_png(res, path, log_probs=True, answers=True)
 
 
 # ---- run --out ----------------------------------------------------------------------------------------
@@ -247,7 +273,7 @@ def check_stream_args(args) -> None:
             f"--out {out} already exists: pass --overwrite to replace it, or --resume to keep it if it holds "
             "this run"
         )
-    held = [f"--{name}" for name in ("json", "html", "png") if getattr(args, name, None)]
+    held = [f"--{name}" for name in ("json", "html", "png", "trajectory") if getattr(args, name, None)]
     if held:
         raise LogitLensError(
             f"--out streams the results to a file; {', '.join(held)} need the whole run in memory: drop them, "

@@ -178,6 +178,9 @@ class LogitLens:
             >>> lens = LogitLens.from_pretrained("default")
             >>> lens = LogitLens.from_pretrained("Qwen/Qwen2.5-0.5B", dtype="bfloat16", device="auto")
         """
+        from logitlens.model.loading import import_transformers, load_options
+
+        import_transformers(quantization)  # first: transformers' models without torchao unless asked
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         torch_dtype = _parse_dtype(dtype)
@@ -187,21 +190,7 @@ class LogitLens:
             raise LogitLensError("load_weights=False needs backend='nnsight' (a model for remote runs)")
         if kwargs.get("tuned_lens") is not None:  # its folder is read before the model: a bad one fails fast
             kwargs["tuned_lens"] = _tuned_lens(kwargs["tuned_lens"], kwargs.get("lens"))
-        if name == "default":
-            from logitlens.model.default_model import DEFAULT_NAME, model_dir
-
-            path, label = str(model_dir()), DEFAULT_NAME
-        else:
-            from logitlens.model.sources import check_source
-
-            name = str(name) if isinstance(name, Path) else name  # a pathlib folder works as well
-            if not isinstance(name, str) or not name.strip():
-                raise LogitLensError("give a model: 'default', a Hugging Face id or a local folder")
-            check_source(name, revision)  # one line in seconds, not a minute of hub retries
-            path, label = name, name
-        from logitlens.model.loading import import_quantizers, load_options
-
-        import_quantizers()
+        name, path, label = _model_source(name, revision)
         placement = load_options(
             device=device,
             device_map=device_map,
@@ -635,6 +624,22 @@ def _tuned_lens(tuned_lens, lens: Lens | None) -> TunedLens:
         f"tuned_lens must be a folder (config.json + translators.safetensors or params.pt) or a "
         f"logitlens.TunedLens, got {type(tuned_lens).__name__} {tuned_lens!r}"
     )
+
+
+def _model_source(name, revision) -> tuple[str, str, str]:
+    """(name, where to load it from, its label): the default model's converted folder, or a checked id or
+    folder (a missing folder or an unknown hub name answers in a second, not after a minute of retries)."""
+    if name == "default":
+        from logitlens.model.default_model import DEFAULT_NAME, model_dir
+
+        return name, str(model_dir()), DEFAULT_NAME
+    from logitlens.model.sources import check_source
+
+    name = str(name) if isinstance(name, Path) else name  # a pathlib folder works as well
+    if not isinstance(name, str) or not name.strip():
+        raise LogitLensError("give a model: 'default', a Hugging Face id or a local folder")
+    check_source(name, revision)
+    return name, name, name
 
 
 def _before_weights(path, label, trust_remote_code, revision, device, tokenizer, kwargs, preflight) -> None:

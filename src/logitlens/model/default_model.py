@@ -6,10 +6,13 @@ config and tokenizer under ``cache_dir()``; later loads read that folder in a fe
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import importlib.util
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from logitlens.errors import LogitLensError
@@ -42,10 +45,19 @@ def gguf_path() -> Path:
     return path
 
 
-def model_dir() -> Path:
-    """The cached fp32 safetensors folder of the default model, converted from GGUF on first use."""
+def is_converted() -> bool:
+    """Whether the default model's fp32 folder is cached (else ``model_dir`` converts it first)."""
     target = cache_dir() / "models" / DEFAULT_NAME
-    if (target / "config.json").is_file() and any(target.glob("*.safetensors")):
+    return (target / "config.json").is_file() and any(target.glob("*.safetensors"))
+
+
+def model_dir(quiet: bool = False) -> Path:
+    """The cached fp32 safetensors folder of the default model, converted from GGUF on first use.
+
+    quiet: no progress bar of transformers' GGUF reader (the command line prints one line of its own).
+    """
+    target = cache_dir() / "models" / DEFAULT_NAME
+    if is_converted():
         return target
     source = gguf_path()
     for needed in ("gguf", "accelerate"):
@@ -59,10 +71,11 @@ def model_dir() -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
     try:
-        tok = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
-        model = AutoModelForCausalLM.from_pretrained(
-            source.parent, gguf_file=source.name, dtype=torch.float32
-        )
+        with _no_gguf_bar(quiet):
+            tok = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
+            model = AutoModelForCausalLM.from_pretrained(
+                source.parent, gguf_file=source.name, dtype=torch.float32
+            )
         # The weights are already de-quantised fp32; drop the GGUF marks so they save as plain safetensors.
         setattr(model, "hf_quantizer", None)  # noqa: B010 - typed as a module attribute
         if hasattr(model.config, "quantization_config"):
@@ -79,3 +92,21 @@ def model_dir() -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+@contextlib.contextmanager
+def _no_gguf_bar(quiet: bool) -> Iterator[None]:
+    """transformers' GGUF reader draws a tqdm bar of its own (not switched off by its logging settings)."""
+    module = None
+    if quiet:
+        with contextlib.suppress(ImportError):
+            module = importlib.import_module("transformers.modeling_gguf_pytorch_utils")
+    if module is None or not hasattr(module, "tqdm"):
+        yield
+        return
+    bar = module.tqdm
+    module.tqdm = lambda iterable, *args, **kwargs: iterable
+    try:
+        yield
+    finally:
+        module.tqdm = bar

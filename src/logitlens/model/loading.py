@@ -20,12 +20,13 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
+import sys
 from collections.abc import Iterator
 from typing import Any
 
 from logitlens.errors import LogitLensError
 
-__all__ = ["DEVICE_MAPS", "QUANTIZATIONS", "import_quantizers", "load_options", "quiet_import"]
+__all__ = ["DEVICE_MAPS", "QUANTIZATIONS", "import_transformers", "load_options", "quiet_import"]
 
 DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 QUANTIZATIONS = ("int8", "bnb-8bit", "bnb-4bit")
@@ -77,6 +78,7 @@ def _quantization_config(quantization: Any, device: str | None, device_map: Any)
         )
     if quantization == "int8":
         _need("torchao", "int8 weight-only quantisation", "pip install torchao")
+        _import_torchao_quantizer()
         with quiet_import():
             from torchao.quantization import Int8WeightOnlyConfig
         from transformers import TorchAoConfig
@@ -100,11 +102,51 @@ def _quantization_config(quantization: Any, device: str | None, device_map: Any)
     )
 
 
-def import_quantizers() -> None:
-    """Import transformers' quantiser registry (which imports torchao when it is installed) without the
-    warnings torchao logs for every GPU kernel library it cannot load on a machine without that GPU."""
+def import_transformers(quantization: Any = None) -> None:
+    """Import transformers' model code, leaving torchao out unless ``quantization`` is asked.
+
+    transformers imports torchao with its quantiser registry whenever torchao is installed (2-4 s, and a
+    warning for each GPU kernel library torchao cannot load), though only a torchao-quantised model uses
+    it. Here torchao looks absent while that registry is imported, and present again right after:
+    ``quantization="int8"`` imports it then (``_quantization_config``). Nothing is hidden once transformers'
+    models are imported (by us or by the caller); an unexpected transformers layout imports it plainly.
+    """
     with quiet_import(), contextlib.suppress(ImportError):
-        import transformers.quantizers  # noqa: F401
+        if quantization is not None or "transformers.quantizers" in sys.modules:
+            import transformers.quantizers  # noqa: F401
+
+            return
+        import transformers.utils as hf_utils
+        import transformers.utils.import_utils as hf_import_utils
+
+        real = getattr(hf_utils, "is_torchao_available", None)
+        if real is None:
+            import transformers.quantizers  # noqa: F401
+
+            return
+        absent = lambda *args, **kwargs: False  # noqa: E731
+        hf_utils.is_torchao_available = hf_import_utils.is_torchao_available = absent
+        try:
+            import transformers.quantizers  # noqa: F401
+        finally:
+            hf_utils.is_torchao_available = hf_import_utils.is_torchao_available = real
+            for name, module in list(sys.modules.items()):  # later checks (TorchAoConfig...) see torchao
+                # as it is; __dict__, not getattr: a lazy module would import on an unknown name
+                if name.startswith("transformers") and vars(module).get("is_torchao_available") is absent:
+                    module.is_torchao_available = real
+
+
+def _import_torchao_quantizer() -> None:
+    """torchao and the names transformers' torchao quantiser takes from it, when ``import_transformers``
+    left them out."""
+    with quiet_import():
+        import torchao  # noqa: F401
+        import transformers.quantizers.quantizer_torchao as hf_torchao
+
+        if not hasattr(hf_torchao, "flatten_tensor_state_dict"):
+            from torchao.prototype.safetensors.safetensors_support import flatten_tensor_state_dict
+
+            hf_torchao.flatten_tensor_state_dict = flatten_tensor_state_dict
 
 
 @contextlib.contextmanager

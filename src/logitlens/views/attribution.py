@@ -146,7 +146,6 @@ def _fmt(value: float) -> str:
 # ---- Plotly ---------------------------------------------------------------------------------------------
 def figure(df: pd.DataFrame) -> go.Figure:
     """Plotly: horizontal bars in model order (top to bottom) and the running total beside them."""
-    import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     m = attribution_model(df)
@@ -154,40 +153,7 @@ def figure(df: pd.DataFrame) -> go.Figure:
     fig = make_subplots(
         rows=1, cols=2, shared_yaxes=True, column_widths=[0.74, 0.26], horizontal_spacing=0.03
     )
-    hover = [
-        f"<b>{html.escape(name)}</b> · {html.escape(label)}<br>contribution {v:+.4f}<br>running total {c:+.4f}"
-        for name, label, v, c in zip(m.names, m.labels, m.values, m.cumulative, strict=True)
-    ]
-    fig.add_trace(
-        go.Bar(
-            x=m.values,
-            y=m.names,
-            orientation="h",
-            marker={"color": m.colours},
-            text=[_fmt(v) if mark else "" for v, mark in zip(m.values, m.marked, strict=True)],
-            textposition="outside",
-            cliponaxis=False,
-            hovertext=hover,
-            hoverinfo="text",
-            showlegend=False,
-        ),
-        row=1,
-        col=1,
-    )
-    fig.add_trace(
-        go.Scatter(
-            x=m.cumulative,
-            y=m.names,
-            mode="lines+markers",
-            line={"color": TOTAL, "width": 1.5},
-            marker={"size": 4},
-            hovertext=hover,
-            hoverinfo="text",
-            showlegend=False,
-        ),
-        row=1,
-        col=2,
-    )
+    _add_bar_traces(fig, m)
     # the grey lines under the title; "up most" in the raising colour, "down most" in the lowering one
     tones = ["#555"] * (len(m.lines) - 2) + [POSITIVE, NEGATIVE]
     lines = "<br>".join(
@@ -225,22 +191,65 @@ def figure(df: pd.DataFrame) -> go.Figure:
         font={"family": PLOTLY_FONT},
         margin={"t": top, "l": 80, "r": 30, "b": bottom},
         bargap=0.25,
-        annotations=[
-            {
-                "text": note,
-                "xref": "paper",
-                "yref": "paper",
-                "x": 0,
-                "y": -62 / (height - top - bottom),  # below the axis title: pixels / plot height
-                "yanchor": "top",
-                "align": "left",
-                "showarrow": False,
-                "xanchor": "left",
-                "font": {"size": 11, "color": "#555"},
-            }
-        ],
+        annotations=[_note_annotation(note, -62 / (height - top - bottom))],  # below the axis title
     )
     return fig
+
+
+def _add_bar_traces(fig: go.Figure, m: AttributionModel) -> None:
+    """The bars (values written beside the marked ones) and, in the second column, the running total."""
+    import plotly.graph_objects as go
+
+    hover = [
+        f"<b>{html.escape(name)}</b> · {html.escape(label)}<br>contribution {v:+.4f}<br>running total {c:+.4f}"
+        for name, label, v, c in zip(m.names, m.labels, m.values, m.cumulative, strict=True)
+    ]
+    fig.add_trace(
+        go.Bar(
+            x=m.values,
+            y=m.names,
+            orientation="h",
+            marker={"color": m.colours},
+            text=[_fmt(v) if mark else "" for v, mark in zip(m.values, m.marked, strict=True)],
+            textposition="outside",
+            cliponaxis=False,
+            hovertext=hover,
+            hoverinfo="text",
+            showlegend=False,
+        ),
+        row=1,
+        col=1,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=m.cumulative,
+            y=m.names,
+            mode="lines+markers",
+            line={"color": TOTAL, "width": 1.5},
+            marker={"size": 4},
+            hovertext=hover,
+            hoverinfo="text",
+            showlegend=False,
+        ),
+        row=1,
+        col=2,
+    )
+
+
+def _note_annotation(note: str, y: float) -> dict[str, Any]:
+    """The linearisation note under the plot, at paper ``y`` (pixels / plot height below the axis)."""
+    return {
+        "text": note,
+        "xref": "paper",
+        "yref": "paper",
+        "x": 0,
+        "y": y,
+        "yanchor": "top",
+        "align": "left",
+        "showarrow": False,
+        "xanchor": "left",
+        "font": {"size": 11, "color": "#555"},
+    }
 
 
 def attribution_html(df: pd.DataFrame, title: str = "logitlens attribution") -> str:
@@ -275,7 +284,6 @@ def write_attribution_html(df: pd.DataFrame, path: str | Path, title: str = "log
 # ---- matplotlib -----------------------------------------------------------------------------------------
 def png_figure(df: pd.DataFrame, *, dpi: int = 100):
     """The matplotlib Figure of ``write_attribution_png`` (Agg canvas, not attached to pyplot)."""
-    import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -301,6 +309,29 @@ def png_figure(df: pd.DataFrame, *, dpi: int = 100):
     side = fig.add_axes(
         ((left + main_w + gap) / width, bottom / height, side_w / width, plot_h / height), sharey=ax
     )
+    _draw_bars(ax, side, m, fonts)
+    _draw_running_total(side, m, fonts)
+    for a in (ax, side):
+        for spine in ("top", "right"):
+            a.spines[spine].set_visible(False)
+        for label in [*a.get_xticklabels(), *a.get_yticklabels()]:
+            label.set_parse_math(False)
+    fig.text(0.3 / width, 1 - 0.2 / height, _clip(m.title, 100), fontsize=12, weight="bold", family=fonts,
+             va="top", parse_math=False)  # fmt: skip
+    for k, (line, tone) in enumerate(lines):
+        fig.text(0.3 / width, 1 - (0.55 + 0.2 * k) / height, line, fontsize=9, color=tone, family=fonts,
+                 va="top", parse_math=False)  # fmt: skip
+    fig.text(0.3 / width, 0.12 / height, "\n".join(note), fontsize=8, color="#666", family=fonts,
+             va="bottom", parse_math=False)  # fmt: skip
+    return fig
+
+
+def _draw_bars(ax, side, m: AttributionModel, fonts: list[str]) -> None:
+    """The bars in model order from the top, a light band behind every other block (on ``side`` too), the
+    marked values written beside their bars."""
+    import numpy as np
+
+    n = len(m.names)
     y = np.arange(n)
     values = np.array(m.values)
     for i, name in enumerate(m.names):  # a light band behind every other block: its attention and MLP
@@ -333,7 +364,12 @@ def png_figure(df: pd.DataFrame, *, dpi: int = 100):
     ax.grid(axis="x", alpha=0.3, zorder=0)
     ax.tick_params(axis="y", length=0)
     ax.tick_params(axis="x", labelsize=8)
-    side.plot(m.cumulative, y, color=TOTAL, linewidth=1.4, marker="o", markersize=2.5)
+
+
+def _draw_running_total(side, m: AttributionModel, fonts: list[str]) -> None:
+    """The running total beside the bars, its last value written at its end."""
+    n = len(m.names)
+    side.plot(m.cumulative, range(n), color=TOTAL, linewidth=1.4, marker="o", markersize=2.5)
     side.axvline(0, color="#888", linewidth=0.8)
     side.set_xlabel("running total", fontsize=9, family=fonts)
     side.grid(axis="x", alpha=0.3)
@@ -353,19 +389,6 @@ def png_figure(df: pd.DataFrame, *, dpi: int = 100):
         )
     side.tick_params(axis="y", left=False, labelleft=False)
     side.tick_params(axis="x", labelsize=8)
-    for a in (ax, side):
-        for spine in ("top", "right"):
-            a.spines[spine].set_visible(False)
-        for label in [*a.get_xticklabels(), *a.get_yticklabels()]:
-            label.set_parse_math(False)
-    fig.text(0.3 / width, 1 - 0.2 / height, _clip(m.title, 100), fontsize=12, weight="bold", family=fonts,
-             va="top", parse_math=False)  # fmt: skip
-    for k, (line, tone) in enumerate(lines):
-        fig.text(0.3 / width, 1 - (0.55 + 0.2 * k) / height, line, fontsize=9, color=tone, family=fonts,
-                 va="top", parse_math=False)  # fmt: skip
-    fig.text(0.3 / width, 0.12 / height, "\n".join(note), fontsize=8, color="#666", family=fonts,
-             va="bottom", parse_math=False)  # fmt: skip
-    return fig
 
 
 def write_attribution_png(df: pd.DataFrame, path: str | Path, *, dpi: int = 100) -> Path:

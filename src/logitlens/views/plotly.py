@@ -133,7 +133,6 @@ def heatmap(
 def _heatmap_figure(result: LensResult, m: HeatmapModel, *, menu: bool, title: str | None) -> go.Figure:
     import plotly.graph_objects as go
 
-    grid = m.grid
     n_rows, n_cols = len(m.row_names), len(m.columns)
     # A window of the last positions that fits a 1400-pixel page with readable cells; dragging the heatmap
     # sideways moves it (double-click: every position). The figure never outgrows the page, so the row
@@ -142,75 +141,17 @@ def _heatmap_figure(result: LensResult, m: HeatmapModel, *, menu: bool, title: s
     cell_w = max(1, min(CELL_PX, (PAGE_WIDTH - 190) // window))  # up to 40 positions in a 1336-pixel figure
     show_text = cell_w >= TEXT_CELL_PX
     narrow = not show_text  # headers stand upright, one line each, so that neighbours never overlap
-    xs = list(range(n_cols))
-    ys = list(range(n_rows))
-    top1 = [[esc(clip(t, CELL_CHARS)) for t in row] for row in m.cells]
-    marks = []
-    for tok, hit in zip(m.next_tokens, m.next_hits, strict=True):
-        text = esc(clip(tok, HEADER_CHARS))
-        marks.append(f"<span style='color:{MATCH}'><b>✓{text}</b></span>" if hit else text)
-    assert m.hover is not None
-    fig = go.Figure()
-    fig.add_trace(
-        go.Heatmap(
-            z=json_z(grid.z),
-            x=xs,
-            y=ys,
-            text=top1,
-            texttemplate="%{text}" if show_text else None,
-            textfont={"size": 11, "family": FONT},
-            hovertext=[[hover_text(c) for c in row] for row in m.hover],
-            hoverinfo="text",
-            zmin=grid.zmin,
-            zmax=grid.zmax,
-            colorscale=grid.colorscale,
-            reversescale=grid.reverse,
-            colorbar=colorbar(grid),
-            xgap=1,
-            ygap=1,
-            name=grid.stat,
-        )
-    )
-    # An invisible trace on the top axis, so that plotly draws it (the next-token labels).
-    fig.add_trace(
-        go.Scatter(
-            x=xs,
-            y=[0] * n_cols,
-            xaxis="x2",
-            mode="markers",
-            marker={"opacity": 0},
-            hoverinfo="skip",
-            showlegend=False,
-        )
-    )
+    fig = go.Figure(_heatmap_traces(m, show_text))
     width = max(620, 190 + cell_w * window)
     n_menu = len(m.menu) if menu else 0
     windowed = window < n_cols
     height = max(210 + 22 * n_rows, 130 + 34 * n_menu) + (110 if narrow else 0)  # the open drop-down
     if title is None:
         title = esc(clip(m.text, max(20, (width - 250) // 9)))
-    colour = f"colour: {esc(grid.label)}"
-    sub = " · ".join(x for x in (esc(m.model) if m.model else "", colour, esc(m.lens_label)) if x)
-    if m.summary.answer is not None:
-        a = m.summary.answer
-        sub += f"<br>answer {esc(a.text)}: log p {a.logprob:.2f} ({a.n_tokens} token{'s' if a.n_tokens != 1 else ''}), first token rank {a.rank:,}"
-        sub += f", top-1 first {esc(a.first_top1)}" if a.first_top1 else ", never top-1"
-    if windowed:
-        sub += f"<br>the last {window} of {n_cols} positions: drag the heatmap sideways for the others"
-    axis_font = {"family": FONT, "size": 12}
-    head = f"{title}<br>" if title else ""
-
-    def title_for(label: str) -> str:  # the caption follows the statistic menu
-        return (
-            head
-            + "<span style='font-size:12px;color:#555'>"
-            + sub.replace(colour, f"colour: {esc(label)}", 1)
-            + "</span>"
-        )
-
+    title_for = _heatmap_caption(m, title, window if windowed else None)
     fig.update_layout(
         title={
-            "text": title_for(grid.label),
+            "text": title_for(m.grid.label),
             "x": 0.01,
             "y": 1 - 14 / height,
             "yref": "container",
@@ -228,7 +169,87 @@ def _heatmap_figure(result: LensResult, m: HeatmapModel, *, menu: bool, title: s
         dragmode="pan" if windowed else "zoom",
         plot_bgcolor="white",
         hoverlabel={"font": {"family": FONT, "size": 12}, "align": "left"},
-        xaxis={
+        **_heatmap_axes(m, window, narrow),
+    )
+    if menu:  # its top 40 px below the figure's top
+        plot_h = fig.layout.height - fig.layout.margin.t - fig.layout.margin.b
+        y = 1 + (fig.layout.margin.t - 40) / plot_h
+        fig.update_layout(updatemenus=[_stat_menu(result, m, y, title_for)])
+    return fig
+
+
+def _heatmap_traces(m: HeatmapModel, show_text: bool) -> list:
+    """The heatmap (top-1 token text, hover records) and an invisible trace that makes plotly draw the top
+    axis of next tokens."""
+    import plotly.graph_objects as go
+
+    grid = m.grid
+    n_rows, n_cols = len(m.row_names), len(m.columns)
+    assert m.hover is not None
+    cells = go.Heatmap(
+        z=json_z(grid.z),
+        x=list(range(n_cols)),
+        y=list(range(n_rows)),
+        text=[[esc(clip(t, CELL_CHARS)) for t in row] for row in m.cells],
+        texttemplate="%{text}" if show_text else None,
+        textfont={"size": 11, "family": FONT},
+        hovertext=[[hover_text(c) for c in row] for row in m.hover],
+        hoverinfo="text",
+        zmin=grid.zmin,
+        zmax=grid.zmax,
+        colorscale=grid.colorscale,
+        reversescale=grid.reverse,
+        colorbar=colorbar(grid),
+        xgap=1,
+        ygap=1,
+        name=grid.stat,
+    )
+    top_axis = go.Scatter(
+        x=list(range(n_cols)),
+        y=[0] * n_cols,
+        xaxis="x2",
+        mode="markers",
+        marker={"opacity": 0},
+        hoverinfo="skip",
+        showlegend=False,
+    )
+    return [cells, top_axis]
+
+
+def _heatmap_caption(m: HeatmapModel, title: str, window: int | None):
+    """label -> the figure's title text: ``title``, then a grey line (model · colour: label · lens, the
+    answer, the window of positions). The statistic menu rewrites it with each entry's label."""
+    colour = f"colour: {esc(m.grid.label)}"
+    sub = " · ".join(x for x in (esc(m.model) if m.model else "", colour, esc(m.lens_label)) if x)
+    if m.summary.answer is not None:
+        a = m.summary.answer
+        tokens = f"{a.n_tokens} token{'s' if a.n_tokens != 1 else ''}"
+        sub += f"<br>answer {esc(a.text)}: log p {a.logprob:.2f} ({tokens}), first token rank {a.rank:,}"
+        sub += f", top-1 first {esc(a.first_top1)}" if a.first_top1 else ", never top-1"
+    if window is not None:
+        sub += (
+            f"<br>the last {window} of {len(m.columns)} positions: drag the heatmap sideways for the others"
+        )
+    head = f"{title}<br>" if title else ""
+
+    def title_for(label: str) -> str:
+        grey = sub.replace(colour, f"colour: {esc(label)}", 1)
+        return f"{head}<span style='font-size:12px;color:#555'>{grey}</span>"
+
+    return title_for
+
+
+def _heatmap_axes(m: HeatmapModel, window: int, narrow: bool) -> dict[str, Any]:
+    """The layout's x axis (input token and position), x axis 2 (next token, ✓ green where the final top-1
+    equals it) and y axis (row labels) of a heatmap showing the last ``window`` columns."""
+    n_rows, n_cols = len(m.row_names), len(m.columns)
+    xs, axis_font = list(range(n_cols)), {"family": FONT, "size": 12}
+    marks = []
+    for tok, hit in zip(m.next_tokens, m.next_hits, strict=True):
+        text = esc(clip(tok, HEADER_CHARS))
+        marks.append(f"<span style='color:{MATCH}'><b>✓{text}</b></span>" if hit else text)
+    return {
+        "xaxis": {
             "tickmode": "array",
             "tickvals": xs,
             "ticktext": [  # token and position, so that repeated tokens stay distinct labels
@@ -243,7 +264,7 @@ def _heatmap_figure(result: LensResult, m: HeatmapModel, *, menu: bool, title: s
             "showgrid": False,
             "zeroline": False,
         },
-        xaxis2={
+        "xaxis2": {
             "overlaying": "x",
             "side": "top",
             "matches": "x",
@@ -256,23 +277,18 @@ def _heatmap_figure(result: LensResult, m: HeatmapModel, *, menu: bool, title: s
             "showgrid": False,
             "zeroline": False,
         },
-        yaxis={
+        "yaxis": {
             "tickmode": "array",
-            "tickvals": ys,
+            "tickvals": list(range(n_rows)),
             "ticktext": [esc(r) for r in m.row_labels],
             "tickfont": axis_font,
             "title": {"text": ROW_AXIS},
             "range": [-0.5, n_rows - 0.5],
             "showgrid": False,
             "zeroline": False,
-            "fixedrange": windowed,  # dragging moves the window sideways only
+            "fixedrange": window < n_cols,  # dragging moves the window sideways only
         },
-    )
-    if menu:  # its top 40 px below the figure's top
-        plot_h = fig.layout.height - fig.layout.margin.t - fig.layout.margin.b
-        y = 1 + (fig.layout.margin.t - 40) / plot_h
-        fig.update_layout(updatemenus=[_stat_menu(result, m, y, title_for)])
-    return fig
+    }
 
 
 def _stat_menu(result: LensResult, m: HeatmapModel, y: float = 1.2, title_for=None) -> dict[str, Any]:
@@ -321,6 +337,7 @@ def trajectory(
     *,
     position: int | str = -1,
     title: str | None = None,
+    answers: bool = False,
 ) -> go.Figure:
     """Statistics across rows, one line per (prompt, target) or per prompt.
 
@@ -328,12 +345,13 @@ def trajectory(
     scale, rank 1 on top) at ``position`` (a decoded column index, default the last) of each prompt. Any
     other drawable statistic ("kl_to_final", "entropy", "cross_entropy", ...): one line per prompt, at
     ``position`` or averaged over positions ("mean"). targets: indices or names (default all); prompts:
-    indices (default all). See ``views.model.trajectory_model``.
+    indices (default all). answers=True adds each prompt's answer (dashed) to the "target_probs" panels.
+    A probability panel has a "linear | log" switch. See ``views.model.trajectory_model``.
     """
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    m = trajectory_model(result, targets, prompts, stat, position)
+    m = trajectory_model(result, targets, prompts, stat, position, answers=answers)
     rows = list(range(len(m.row_names)))
     axis = {"tickmode": "array", "tickvals": rows, "ticktext": [esc(r) for r in m.row_names]}
     n = len(m.panels)
@@ -351,7 +369,7 @@ def trajectory(
                 trace.update(
                     legendgroup=f"{c.prompt}-{c.target}",
                     mode="lines+markers",
-                    line={"color": COLORS[i % len(COLORS)]},
+                    line={"color": COLORS[i % len(COLORS)], "dash": "dash" if c.target < 0 else "solid"},
                 )
                 if k > 0:
                     trace["showlegend"] = False
@@ -368,7 +386,32 @@ def trajectory(
         legend={"font": {"size": 11}},
         hovermode="x unified",
     )
+    if m.panels[0].kind == "prob":
+        fig.update_layout(updatemenus=[_log_switch("yaxis", fig.layout.yaxis.domain[1], x=1.0)])
     return fig
+
+
+def _log_switch(axis: str, y: float, x: float) -> dict[str, Any]:
+    """A "linear | log" pair of buttons for a probability ``axis`` ("yaxis4"), its right edge at paper ``x``
+    and its bottom at paper ``y`` (a probability spans 1e-10 to 1 across rows: log shows the early rows)."""
+    linear = {f"{axis}.type": "linear", f"{axis}.range": [0, 1.02], f"{axis}.autorange": False}
+    log = {f"{axis}.type": "log", f"{axis}.autorange": True, f"{axis}.exponentformat": "power"}
+    return {
+        "type": "buttons",
+        "direction": "right",
+        "buttons": [
+            {"label": "linear", "method": "relayout", "args": [linear]},
+            {"label": "log", "method": "relayout", "args": [log]},
+        ],
+        "active": 0,
+        "showactive": True,
+        "x": x,
+        "xanchor": "right",
+        "y": y,
+        "yanchor": "bottom",
+        "pad": {"b": 24},
+        "font": {"size": 11},
+    }
 
 
 # ---- comparing models ---------------------------------------------------------------------------------
@@ -405,7 +448,6 @@ def compare_figure(
     ``prompt``: an index into every result, or one index per result. Names default to each result's
     ``meta["model"]``. See ``views.model.compare_model``.
     """
-    import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     m = compare_model(results, names, prompt, stat=stat, target=target, position=position)
@@ -415,7 +457,6 @@ def compare_figure(
     heat_h, curve_h = 22 * max_rows + 90, 300
     # The last positions that fit a 1400-pixel page at readable 45-pixel cells; drag sideways for the rest.
     window = max(1, min(max_cols, (PAGE_WIDTH - 200 - n * 90) // (n * 45)))
-    show_text = True
     width = min(PAGE_WIDTH, max(900, n * (window * 50 + 90) + 200))
     specs = [[{"colspan": k}] + [None] * (k - 1) for _ in range(n)]
     specs_bottom = [[{"colspan": n}] + [None] * (n - 1) for _ in range(k)]
@@ -425,9 +466,63 @@ def compare_figure(
         specs=[sum(specs, []), sum(specs_bottom, [])],
         row_heights=[heat_h, curve_h],
         vertical_spacing=170 / (heat_h + curve_h + 260),
-        horizontal_spacing=min(0.9 / (n * k - 1) if n * k > 1 else 0.2, 75 / width),
-        subplot_titles=[esc(x) for x in m.names] + [esc(p.label) for p in m.panels],
+        horizontal_spacing=min(0.9 / (n * k - 1) if n * k > 1 else 0.2, _label_gap(m) / (width - 220)),
+        subplot_titles=[esc(clip(x, (width - 220) // (n * 8))) for x in m.names]
+        + [esc(p.label) for p in m.panels],
     )
+    _compare_heatmaps(fig, results, m, k, window)
+    fig.update_layout(coloraxis=_shared_coloraxis([h.grid for h in m.heatmaps]))
+    _compare_curves(fig, m, n)
+    head = esc(clip(m.title, 90))
+    fig.update_layout(
+        title={
+            "text": f"{head}<br><span style='font-size:12px;color:#555'>curves at the {m.where}"
+            + (
+                f" · heatmaps: the last {window} of {max_cols} positions, drag sideways for the others"
+                if window < max_cols
+                else ""
+            )
+            + "</span>",
+            "x": 0.01,
+        },
+        font={"family": FONT, "size": 12},
+        width=width,
+        height=heat_h + curve_h + 260,
+        plot_bgcolor="white",
+        hoverlabel={"font": {"family": FONT, "size": 12}, "align": "left"},
+        legend={"orientation": "h", "y": -0.08, "yanchor": "top", "x": 0},
+        margin={"t": 130, "l": 110, "r": 110, "b": 60},
+        dragmode="pan" if window < max_cols else "zoom",
+        updatemenus=[_compare_menu(results, m, stat, target), *_log_menus(fig, m, n)],
+    )
+    return fig
+
+
+def _label_gap(m) -> int:
+    """Pixels between two heatmaps of ``compare_figure``: room for the right one's row labels (about 7
+    pixels a character at 12 px), so that they never run into the left one's cells."""
+    longest = max((len(r) for h in m.heatmaps[1:] for r in h.row_labels), default=0)
+    return max(75, 7 * longest + 30)
+
+
+def _log_menus(fig: go.Figure, m, n: int) -> list[dict[str, Any]]:
+    """A "linear | log" switch above each probability panel of ``compare_figure``'s bottom row (a
+    target's probability spans 1e-10 to 1 across rows: the log scale shows the early rows)."""
+    menus = []
+    for c, panel in enumerate(m.panels):
+        if panel.kind != "prob":
+            continue
+        sub = fig.get_subplot(2, c * n + 1)
+        menus.append(_log_switch(sub.yaxis.plotly_name, sub.yaxis.domain[1], x=sub.xaxis.domain[1]))
+    return menus
+
+
+def _compare_heatmaps(fig: go.Figure, results: Sequence[LensResult], m, k: int, window: int) -> None:
+    """The top row of ``compare_figure``: one heatmap per result on the shared colour axis, each showing
+    its last ``window`` positions, row labels on its left."""
+    import plotly.graph_objects as go
+
+    n = len(results)
     for i, (res, h) in enumerate(zip(results, m.heatmaps, strict=True)):
         n_cols = len(h.columns)
         assert h.hover is not None
@@ -437,7 +532,7 @@ def compare_figure(
                 x=list(range(n_cols)),
                 y=list(range(len(h.row_names))),
                 text=[[esc(clip(t, 7)) for t in row] for row in h.cells],
-                texttemplate="%{text}" if show_text else None,
+                texttemplate="%{text}",
                 textfont={"size": 10, "family": FONT},
                 hovertext=[[hover_text(c) for c in row] for row in h.hover],
                 hoverinfo="text",
@@ -471,7 +566,13 @@ def compare_figure(
             row=1,
             col=i * k + 1,
         )
-    fig.update_layout(coloraxis=_shared_coloraxis([h.grid for h in m.heatmaps]))
+
+
+def _compare_curves(fig: go.Figure, m, n: int) -> None:
+    """The bottom row of ``compare_figure``: one panel per curve statistic, a line per result on relative
+    depth."""
+    import plotly.graph_objects as go
+
     for c, panel in enumerate(m.panels):
         for i, line in enumerate(panel.curves):
             name = esc(m.names[i])
@@ -502,29 +603,6 @@ def compare_figure(
         fig.update_yaxes(rangemode="tozero", row=2, col=c * n + 1, showgrid=True, gridcolor="#eee")
         if panel.kind == "prob":
             fig.update_yaxes(range=[0, 1.02], row=2, col=c * n + 1)
-    head = esc(clip(m.title, 90))
-    fig.update_layout(
-        title={
-            "text": f"{head}<br><span style='font-size:12px;color:#555'>curves at the {m.where}"
-            + (
-                f" · heatmaps: the last {window} of {max_cols} positions, drag sideways for the others"
-                if window < max_cols
-                else ""
-            )
-            + "</span>",
-            "x": 0.01,
-        },
-        font={"family": FONT, "size": 12},
-        width=width,
-        height=heat_h + curve_h + 260,
-        plot_bgcolor="white",
-        hoverlabel={"font": {"family": FONT, "size": 12}, "align": "left"},
-        legend={"orientation": "h", "y": -0.08, "yanchor": "top", "x": 0},
-        margin={"t": 130, "l": 110, "r": 110, "b": 60},
-        dragmode="pan" if window < max_cols else "zoom",
-        updatemenus=[_compare_menu(results, m, stat, target)],
-    )
-    return fig
 
 
 def _compare_menu(results: Sequence[LensResult], m, current: str, target: int | str) -> dict[str, Any]:

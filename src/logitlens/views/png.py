@@ -11,7 +11,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import re
 import textwrap
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -20,7 +24,15 @@ import numpy as np
 from logitlens.core.files import write_atomic
 from logitlens.engine.result import LensResult
 from logitlens.errors import LogitLensError
-from logitlens.views.model import CELL_CHARS, LABEL_CHARS, ROW_AXIS, HeatmapModel, clip, heatmap_model
+from logitlens.views.model import (
+    CELL_CHARS,
+    LABEL_CHARS,
+    ROW_AXIS,
+    HeatmapModel,
+    clip,
+    heatmap_model,
+    prob_text,
+)
 
 __all__ = [
     "CELL_H",
@@ -56,19 +68,44 @@ CHARS_PER_INCH = 12  # characters of 9 pt DejaVu Sans per inch, with room to spa
 MAX_TARGET_LINES = 3  # at most this many target lines under the title
 
 
+# Where systems put a CJK font (Debian/Ubuntu fonts-noto-cjk, Fedora, Arch, macOS): matplotlib's font cache,
+# built once, does not see a font installed after it; ``font_families`` adds the first one found here.
+CJK_FONT_FILES = (
+    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/google-noto-cjk/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/noto-cjk/NotoSansCJK-Regular.ttc",
+    "/System/Library/Fonts/Hiragino Sans GB.ttc",
+)
+
+
 def font_families(candidates: list[str] = FONTS) -> list[str]:
-    """The ``candidates`` that matplotlib has, in order; its default sans-serif if none."""
+    """The ``candidates`` that matplotlib has, in order (a CJK font of ``CJK_FONT_FILES`` added to its
+    list when it lacks one); its default sans-serif if none."""
     from matplotlib import font_manager
 
     have = {f.name for f in font_manager.fontManager.ttflist}
-    return [f for f in candidates if f in have] or ["sans-serif"]
+    if not any("CJK" in name for name in have):
+        for file in CJK_FONT_FILES:
+            if Path(file).is_file():
+                with contextlib.suppress(OSError, RuntimeError, ValueError):
+                    for face in (file, file.replace("-Regular.", "-Bold.")):  # bold: titles
+                        if Path(face).is_file():
+                            font_manager.fontManager.addfont(face)
+                    added = {f.name for f in font_manager.fontManager.ttflist} - have
+                    have |= added
+                    candidates = [
+                        *candidates,
+                        *sorted(n for n in added if "CJK" in n and "Mono" not in n)[:1],
+                    ]
+                    break
+    return list(dict.fromkeys(f for f in candidates if f in have)) or ["sans-serif"]
 
 
 def subtitle(m: HeatmapModel) -> str:
     """The grey lines under the title: model · colour · lens, then how each target ends at the last position."""
     sub = " · ".join(x for x in (m.model or "", f"colour: {m.grid.label}", f"{m.lens} lens") if x)
     for t in m.summary.targets[:MAX_TARGET_LINES]:
-        sub += f"\n{t.name} at the last position: p {t.prob:.3f}, rank {t.rank:,} in the last row"
+        sub += f"\n{t.name} at the last position: p {prob_text(t.prob)}, rank {t.rank:,} in the last row"
         sub += f", top-1 from: {t.first_label}" if t.first_label is not None else ", never top-1"
     return sub
 
@@ -92,7 +129,7 @@ def answer_line(m: HeatmapModel) -> str:
     if a is None:
         return ""
     text = f"answer {a.text}: log p {a.logprob:.2f} ({a.n_tokens} token{'s' if a.n_tokens != 1 else ''})"
-    text += f", first token p {a.prob:.3f}, rank {a.rank:,}"
+    text += f", first token p {prob_text(a.prob)}, rank {a.rank:,}"
     return text + (f", top-1 first {a.first_top1}" if a.first_top1 else ", never top-1")
 
 
@@ -156,15 +193,49 @@ def _layout(m: HeatmapModel, title: str | None = None) -> _Layout:
 
 def _draw(fig, m: HeatmapModel, lay: _Layout, width: float, height: float) -> None:
     """Draw one heatmap panel into ``fig`` (a Figure or SubFigure of ``width`` x ``height`` inches)."""
+    fonts = font_families()
+    left, bottom, plot_w, plot_h = lay.left, lay.bottom, lay.plot_w, lay.plot_h
+    ax = fig.add_axes((left / width, bottom / height, plot_w / width, plot_h / height))
+    mesh = _draw_cells(ax, m, fonts)
+    _draw_axes(ax, m, fonts)
+    cax = fig.add_axes(((left + plot_w + 0.25) / width, bottom / height, 0.16 / width, plot_h / height))
+    bar = fig.colorbar(mesh, cax=cax)
+    bar.set_label(m.grid.label, fontsize=FONT_SIZE + 1, family=fonts, parse_math=False)
+    bar.ax.tick_params(labelsize=FONT_SIZE)
+    if m.grid.tickvals is not None:
+        bar.set_ticks(m.grid.tickvals, labels=m.grid.ticktext)
+    bar.outline.set_visible(False)
+    fig.text(
+        0.5 / width,
+        1 - 0.2 / height,
+        lay.title,
+        fontsize=FONT_SIZE + 3,
+        family=fonts,
+        weight="bold",
+        va="top",
+        parse_math=False,
+    )
+    fig.text(
+        0.5 / width,
+        1 - 0.5 / height,
+        "\n".join(lay.sub_lines),
+        fontsize=FONT_SIZE,
+        family=fonts,
+        color="#555",
+        va="top",
+        linespacing=1.5,
+        parse_math=False,
+    )
+
+
+def _draw_cells(ax, m: HeatmapModel, fonts: list[str]):
+    """The coloured cells, each with its top-1 token in a colour that reads on it; returns the mesh (for
+    the colour bar)."""
     from matplotlib import colormaps
     from matplotlib.colors import Normalize
 
     grid = m.grid
     n_rows, n_cols = grid.z.shape
-    fonts = font_families()
-    left, bottom, plot_w, plot_h = lay.left, lay.bottom, lay.plot_w, lay.plot_h
-    ax = fig.add_axes((left / width, bottom / height, plot_w / width, plot_h / height))
-
     cmap = colormaps[grid.colorscale + ("_r" if grid.reverse else "")].with_extremes(bad="#f0f0f0")
     norm = Normalize(grid.zmin, grid.zmax)
     z = np.ma.masked_invalid(grid.z)
@@ -191,7 +262,13 @@ def _draw(fig, m: HeatmapModel, lay: _Layout, width: float, height: float) -> No
             ax.text(
                 c, r, clip(m.cells[r][c], CELL_CHARS), color="white" if lum[r, c] < 0.5 else "#111", **text_kw
             )
+    return mesh
 
+
+def _draw_axes(ax, m: HeatmapModel, fonts: list[str]) -> None:
+    """Row labels, input tokens and positions below, next tokens above (green ✓ where the final top-1
+    equals them); no spines, no ticks, no mathtext."""
+    n_rows, n_cols = m.grid.z.shape
     ax.set_xlim(-0.5, n_cols - 0.5)
     ax.set_ylim(-0.5, n_rows - 0.5)
     ax.set_yticks(range(n_rows), m.row_labels, fontsize=FONT_SIZE, family=fonts)
@@ -220,36 +297,6 @@ def _draw(fig, m: HeatmapModel, lay: _Layout, width: float, height: float) -> No
     )
     for label in [*ax.get_xticklabels(), *ax.get_yticklabels(), *top_ax.get_xticklabels()]:
         label.set_parse_math(False)
-
-    cax = fig.add_axes(((left + plot_w + 0.25) / width, bottom / height, 0.16 / width, plot_h / height))
-    bar = fig.colorbar(mesh, cax=cax)
-    bar.set_label(grid.label, fontsize=FONT_SIZE + 1, family=fonts, parse_math=False)
-    bar.ax.tick_params(labelsize=FONT_SIZE)
-    if grid.tickvals is not None:
-        bar.set_ticks(grid.tickvals, labels=grid.ticktext)
-    bar.outline.set_visible(False)
-
-    fig.text(
-        0.5 / width,
-        1 - 0.2 / height,
-        lay.title,
-        fontsize=FONT_SIZE + 3,
-        family=fonts,
-        weight="bold",
-        va="top",
-        parse_math=False,
-    )
-    fig.text(
-        0.5 / width,
-        1 - 0.5 / height,
-        "\n".join(lay.sub_lines),
-        fontsize=FONT_SIZE,
-        family=fonts,
-        color="#555",
-        va="top",
-        linespacing=1.5,
-        parse_math=False,
-    )
 
 
 def write_png(
@@ -309,7 +356,38 @@ def save_figure(fig, path: str | Path, dpi: int) -> Path:
     metadata = {"png": {"Software": "logitlens"}, "pdf": {"Creator": "logitlens"}}.get(fmt)
 
     def save(tmp: Path) -> None:
-        with tmp.open("wb") as f:
+        with tmp.open("wb") as f, missing_glyphs_noted():
             fig.savefig(f, format=fmt, dpi=dpi, facecolor="white", metadata=metadata)
 
     return write_atomic(path, save, f"the {fmt.upper()} image")
+
+
+CJK_FONT_PACKAGE = "fonts-noto-cjk"  # Debian / Ubuntu; Fedora: google-noto-sans-cjk-fonts
+
+
+@contextlib.contextmanager
+def missing_glyphs_noted() -> Iterator[None]:
+    """matplotlib's warning per character no font has (one per glyph, on every draw) becomes one note of
+    ours naming the characters and the font package that has them; other warnings pass as they are."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    missing: list[str] = []
+    for w in caught:
+        found = _GLYPH.search(str(w.message))
+        if found is None:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        elif chr(int(found.group(1))) not in missing:
+            missing.append(chr(int(found.group(1))))
+    if missing:
+        shown = "".join(missing[:12]) + ("..." if len(missing) > 12 else "")
+        warnings.warn(
+            f"no installed font has {len(missing)} character{'s' if len(missing) != 1 else ''} of this image "
+            f"({shown}): they are drawn as empty boxes; install a font with them, e.g. `apt install "
+            f"{CJK_FONT_PACKAGE}` (Debian, Ubuntu) for Chinese, Japanese and Korean",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
+_GLYPH = re.compile(r"Glyph (\d+) .*missing from font")

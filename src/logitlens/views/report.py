@@ -25,7 +25,7 @@ from logitlens.core.files import write_atomic
 from logitlens.core.tokens import visible
 from logitlens.engine.result import LensResult
 from logitlens.errors import LogitLensError
-from logitlens.views.model import check_prompt, distinct_names, prompt_label, prompt_summary
+from logitlens.views.model import check_prompt, distinct_names, prob_text, prompt_label, prompt_summary
 from logitlens.views.plotly import FONT, compare_figure, heatmap, trajectory
 
 if TYPE_CHECKING:
@@ -42,6 +42,7 @@ __all__ = [
     "scrub_js",
     "scrub_text",
     "summary_table",
+    "write_trajectory_html",
     "write_compare_html",
     "write_html",
 ]
@@ -58,7 +59,7 @@ h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 17px; margin: 28px 0 8p
 p.meta { color: #57606a; margin: 0 0 16px; font-size: 13px; }
 table.summary { border-collapse: collapse; font-size: 13px; }
 table.summary th, table.summary td { border-bottom: 1px solid #d0d7de; padding: 4px 10px; text-align: left;
-  vertical-align: top; max-width: 260px; overflow-wrap: anywhere; }
+  vertical-align: top; max-width: 260px; overflow-wrap: break-word; }
 table.summary { max-width: 100%%; }
 table.summary th { background: #f6f8fa; }
 .figure { overflow-x: auto; margin-bottom: 8px; }
@@ -134,13 +135,36 @@ def summary_table(result: LensResult) -> str:
     df = result.summary()
     # the block indices repeat the row labels beside them: the page keeps the words
     df = df.drop(columns=["first_stable_layer", "logprob_rise_layers", "kl_fall_layers"])
-    df = df.rename(columns={c: visible(c) for c in df.columns if c.startswith(("p(", "rank("))})
     if "answer" in df:
         df["answer"] = [visible(a) if isinstance(a, str) else a for a in df["answer"]]
+    for c in df.columns:  # probabilities that read at every size (2.9e-4, not 0.000)
+        if c == "final_prob" or c == "answer_prob" or c.startswith("p("):
+            df[c] = [prob_text(float(x)) for x in df[c]]
+    df = df.rename(
+        columns=lambda c: SUMMARY_HEADERS.get(c) or (visible(c) if c.startswith(("p(", "rank(")) else c)
+    )
     table = df.to_html(
         index=False, escape=True, border=0, classes="summary", float_format=lambda x: f"{x:.3f}"
     )
     return scrub_text(table)
+
+
+# result.summary()'s columns as the page's headers: words, not snake_case names
+SUMMARY_HEADERS = {
+    "prompt": "prompt",
+    "position": "position",
+    "token": "token",
+    "final_top1": "final top-1",
+    "final_prob": "its p",
+    "first_stable_row": "top-1 from",
+    "logprob_rises": "log p rises most",
+    "kl_falls": "KL falls most",
+    "answer": "answer",
+    "answer_logprob": "answer log p",
+    "answer_prob": "answer p (first token)",
+    "answer_rank": "answer rank (first token)",
+    "answer_first_top1": "answer top-1 from",
+}
 
 
 # ---- the report ---------------------------------------------------------------------------------------
@@ -184,6 +208,23 @@ def write_html(result: LensResult, path: str | Path, title: str | None = None) -
         >>> write_html(res, "report.html")   # what `logitlens run ... --html report.html` writes
     """
     return _write_page(path, report_html(result, title), "the HTML report")
+
+
+def write_trajectory_html(result: LensResult, path: str | Path, title: str | None = None) -> Path:
+    """Write ONE self-contained page of the targets, concepts and answers of ``result`` across rows (their
+    probability, with a linear | log switch, and their rank at each prompt's last decoded position) and
+    return its path; ``logitlens run --trajectory F.html``."""
+    title = title or f"logitlens · {result.meta.get('model', 'result')} · across rows"
+    parts = [
+        f"<h1>{scrub_text(html.escape(title))}</h1>",
+        f'<p class="meta">{scrub_text(_meta_line(result))}</p>',
+    ]
+    for i in range(result.n_prompts):
+        label = html.escape(prompt_label(result, i, 200))
+        parts.append(f'<p class="meta">prompt {i + 1}: “{scrub_text(label)}”</p>')
+    fig = trajectory(result, stat="target_probs", answers=True)
+    parts.append(figure_div(fig, div_id="trajectory"))
+    return _write_page(path, page(title, "\n".join(parts)), "the trajectory page")
 
 
 def _write_page(path: str | Path, text: str, what: str) -> Path:

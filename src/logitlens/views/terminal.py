@@ -20,14 +20,17 @@ from logitlens.views.model import (
     clip,
     heatmap_model,
     hover_records,
+    prob_text,
     prompt_summary,
     row_labels,
 )
 
 __all__ = [
+    "LEGEND",
     "cell_style",
     "check_window",
     "grid_table",
+    "legend_line",
     "print_result",
     "render",
     "summary_line",
@@ -154,9 +157,12 @@ def topk_table(
         row: list[Text | str] = []
         for i in ranks:
             tok, prob = cell.top[i] if i < len(cell.top) else ("", float("nan"))
-            row.append(Text(f"{clip(tok, 12)} {prob:.2f}", style=cell_style(prob) if i == 0 else ""))
+            row.append(
+                Text(f"{clip(tok, 12)} {prob_text(prob, 2)}", style=cell_style(prob) if i == 0 else "")
+            )
         for t in range(len(names)):
-            row.append(f"{cell.value('target_probs', t):.3f} / {int(cell.value('target_ranks', t))}")
+            rank = int(cell.value("target_ranks", t))
+            row.append(f"{prob_text(cell.value('target_probs', t))} / {rank:,}" if rank >= 0 else "–")
         table.add_row(label, *row)
     return table
 
@@ -165,15 +171,26 @@ def topk_tables(result: LensResult, prompt: int = 0, k: int | None = None, width
     """The top-k at the last column as tables that fit ``width`` characters: all k asked for, split over
     several tables when they do not fit one (the targets' columns in the first, never cut)."""
     k = min(k or result.top_k, result.top_k)
-    target_w = sum(max(10, 11 + len(visible(n))) + 3 for n in result.target_names)
-    first = max(1, (width - 16 - target_w) // 19)  # a top-k column: 12 characters of token, p, borders
-    rest = max(1, (width - 16) // 19)
-    tables = [topk_table(result, prompt, k=k, ranks=range(0, min(first, k)))]
-    for start in range(min(first, k), k, rest):
-        tables.append(
-            topk_table(result, prompt, k=k, ranks=range(start, min(start + rest, k)), targets=False)
-        )
-    return tables
+    whole = topk_table(result, prompt, k=k)  # measured, then cut into tables of the columns that fit
+
+    def column_width(column) -> int:  # its widest cell or header, with padding and a border
+        cells = [c.plain if isinstance(c, Text) else str(c) for c in column._cells]
+        return max(len(str(column.header)), *map(len, cells)) + 3
+
+    widths = [column_width(c) for c in whole.columns]
+    row_w, rank_w, target_w = widths[0] + 1, widths[1 : k + 1], sum(widths[k + 1 :])
+    groups: list[list[int]] = [[]]
+    room = width - row_w - target_w
+    for i, w in enumerate(rank_w):
+        if groups[-1] and w > room:
+            groups.append([])
+            room = width - row_w
+        groups[-1].append(i)
+        room -= w
+    return [
+        topk_table(result, prompt, k=k, ranks=range(g[0], g[-1] + 1), targets=n == 0)
+        for n, g in enumerate(groups)
+    ]
 
 
 def summary_line(result: LensResult, prompt: int = 0) -> Text:
@@ -208,10 +225,29 @@ def summary_line(result: LensResult, prompt: int = 0) -> Text:
         line.append(f"\nanswer {a.text} ", style="dim")
         line.append(f"log p {a.logprob:.2f}", style="bold")
         line.append(f" ({a.n_tokens} token{'s' if a.n_tokens != 1 else ''}, last row)", style="dim")
-        line.append(f"  first token p {a.prob:.3f}, rank {a.rank:,}", style="bold")
+        line.append(f"  first token p {prob_text(a.prob)}, rank {a.rank:,}", style="bold")
         line.append("  top-1 first ", style="dim")
         line.append(a.first_top1 or "never", style="bold")
     return line
+
+
+# What the symbols in tokens and row labels mean (core.tokens.visible, views.model.CRITICAL_MARK).
+LEGEND = {
+    "␣": "space",
+    "↵": "newline",
+    "⇥": "tab",
+    "␍": "carriage return",
+    "⍽": "no-break space",
+    "◆": "critical layer",
+    "…": "cut to fit",
+}
+
+
+def legend_line(texts) -> Text | None:
+    """One dim line saying what each symbol of ``LEGEND`` found in ``texts`` means (None: none found)."""
+    joined = "".join(texts)
+    parts = [f"{mark} {meaning}" for mark, meaning in LEGEND.items() if mark in joined]
+    return Text("symbols: " + " · ".join(parts), style="dim") if parts else None
 
 
 def render(
@@ -223,18 +259,32 @@ def render(
     *,
     window: int | None = None,
     window_start: int | None = None,
+    verbose: bool = False,
 ) -> Group:
-    """Grid + the top-k tables (all k kept, default) + the summary lines for ``prompt``, ``width`` wide.
+    """Grid + the top-k at the last position + the summary lines + a legend of the symbols, ``width`` wide.
 
-    window, window_start: which positions the grid shows (see ``grid_table``; default the last that fit)."""
+    verbose=False (default) shows the top-k ranks that fit one table (a caption says how to see the rest);
+    verbose=True shows all k kept, over as many tables as they need. window, window_start: which positions
+    the grid shows (see ``grid_table``; default the last that fit)."""
     console_width = width or Console().width
     if max_columns is None:
         max_columns = max(3, (console_width - 14) // 10)
-    return Group(
-        grid_table(result, prompt, max_columns, window=window, window_start=window_start),
-        *topk_tables(result, prompt, k=k, width=console_width),
-        summary_line(result, prompt),
-    )
+    grid = grid_table(result, prompt, max_columns, window=window, window_start=window_start)
+    tables = topk_tables(result, prompt, k=k, width=console_width)
+    if not verbose and len(tables) > 1:
+        shown = sum(1 for c in tables[0].columns if str(c.header).startswith("#"))
+        kept = min(k or result.top_k, result.top_k)
+        tables[0].caption = f"#{shown + 1}-#{kept} with --verbose (verbose=True)"
+        tables = tables[:1]
+    texts = [str(c.header) + str(c.footer) for c in grid.columns]
+    texts += [
+        cell.plain if isinstance(cell, Text) else str(cell)
+        for t in [grid, *tables]
+        for c in t.columns
+        for cell in c._cells
+    ]
+    legend = legend_line(texts)
+    return Group(grid, *tables, summary_line(result, prompt), *([legend] if legend else []))
 
 
 def print_result(
@@ -244,13 +294,19 @@ def print_result(
     *,
     window: int | None = None,
     window_start: int | None = None,
+    verbose: bool = False,
 ) -> None:
     """Print every prompt of ``result``: the grid (its window of positions: see ``grid_table``), the top-k
-    asked for (default all kept), the summary."""
+    at the last position (the ranks that fit one table; all asked for with ``verbose=True``), the summary
+    and a legend of the symbols."""
     check_window(result, window, window_start)  # a bad window: one error before anything is printed
     console = console or Console()
     for i in range(result.n_prompts):
         if result.n_prompts > 1:
             label = result.prompts[i] if result.prompts and result.prompts[i] else f"prompt {i + 1}"
             console.rule(f"[bold]{label}")
-        console.print(render(result, i, k=k, width=console.width, window=window, window_start=window_start))
+        console.print(
+            render(
+                result, i, k=k, width=console.width, window=window, window_start=window_start, verbose=verbose
+            )
+        )

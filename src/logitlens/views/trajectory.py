@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,6 +27,7 @@ ROW_W = 0.24  # inches per row on the x axis
 PANEL_H = 2.9  # inches per panel
 FONT_SIZE = 9  # points
 PROB_FLOOR = 1e-30  # the log-probability axis starts no lower than this (fp32 zeros sit there)
+TITLE_CHARS_PER_INCH = 11  # characters of 11 pt DejaVu Sans per inch of width, with room to spare
 
 
 def trajectory_figure(
@@ -38,11 +40,12 @@ def trajectory_figure(
     title: str | None = None,
     log_probs: bool = False,
     dpi: int = 100,
+    answers: bool = False,
 ):
     """The matplotlib Figure of ``write_trajectory_png`` (not attached to pyplot)."""
     from matplotlib.figure import Figure
 
-    m = trajectory_model(result, targets, prompts, stat, position)
+    m = trajectory_model(result, targets, prompts, stat, position, answers=answers)
     fonts = font_families()
     n_rows = len(m.row_names)
     width = max(7.0, 1.6 + ROW_W * n_rows)
@@ -56,7 +59,10 @@ def trajectory_figure(
     last = axes[-1]
     last.set_xticks(range(n_rows), m.row_names, rotation=90 if n_rows > 20 else 0, fontsize=FONT_SIZE)
     last.set_xlabel("row (layer)", fontsize=FONT_SIZE, family=fonts)
-    fig.suptitle(title or _title(result, m, prompts), fontsize=FONT_SIZE + 2, family=fonts, x=0.01, ha="left")
+    text = title or _title(result, m, prompts)
+    chars = max(30, int(width * TITLE_CHARS_PER_INCH))  # wrapped to the figure's width, never cut at its edge
+    text = "\n".join(w for line in text.split("\n") for w in (textwrap.wrap(line, chars) or [""]))
+    fig.suptitle(text, fontsize=FONT_SIZE + 2, family=fonts, x=0.01, ha="left", parse_math=False)
     return fig
 
 
@@ -71,6 +77,7 @@ def write_trajectory_png(
     title: str | None = None,
     log_probs: bool = False,
     dpi: int = 100,
+    answers: bool = False,
 ) -> Path:
     """Write the lines across rows of ``trajectory_figure`` and return the path; the suffix picks the format
     (.png, .svg, .pdf, .jpg / .jpeg).
@@ -85,6 +92,7 @@ def write_trajectory_png(
         title: the figure's title (default: the model, the lens, where the lines are read, and the prompt
             when there is one).
         log_probs: draw the probability on a log scale, where the early rows' 1e-10 still shows.
+        answers: add each prompt's answer (dashed: its first token's probability and rank).
         dpi: resolution.
 
     Returns:
@@ -95,7 +103,15 @@ def write_trajectory_png(
     """
     image_format(path)  # before drawing: a bad suffix fails at once
     fig = trajectory_figure(
-        result, targets, prompts, stat, position=position, title=title, log_probs=log_probs, dpi=dpi
+        result,
+        targets,
+        prompts,
+        stat,
+        position=position,
+        title=title,
+        log_probs=log_probs,
+        dpi=dpi,
+        answers=answers,
     )
     return save_figure(fig, path, dpi)
 
@@ -114,7 +130,8 @@ def _draw_panel(ax, panel: Panel, log_probs: bool, fonts: list[str]) -> None:
         color = COLORS[i % len(COLORS)]
         low = log_p & np.isfinite(y) & (y < floor)  # 0 in fp32 (underflow): a ▼ on the axis's floor
         y = np.where(low, floor, y)
-        ax.plot(range(len(y)), y, marker="o", markersize=3, linewidth=1.5, color=color, label=c.name)
+        style = "--" if c.target is not None and c.target < 0 else "-"  # an answer: dashed
+        ax.plot(range(len(y)), y, style, marker="o", markersize=3, linewidth=1.5, color=color, label=c.name)
         if low.any():
             x = np.flatnonzero(low)
             ax.plot(x, y[x], linestyle="none", marker="v", markersize=7, color=color)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from logitlens.core.stats import get_statistic
+from logitlens.core.stats import Statistic, get_statistic
 from logitlens.core.tokens import visible
 from logitlens.engine.result import LensResult
 from logitlens.errors import LogitLensError
@@ -90,50 +90,82 @@ def trajectory_model(
     prompts: Sequence[int] | None = None,
     stat: str = "target_probs",
     position: int | str = -1,
+    answers: bool = False,
 ) -> TrajectoryModel:
     """Curves across rows, one per (prompt, target) for per-target statistics, else one per prompt.
 
     "target_probs" draws two panels: each target's probability and its rank (the registry's
     "target_ranks"). Any other drawable statistic draws one panel, at ``position`` (a decoded column,
-    default the last) or, for statistics without targets, averaged over positions ("mean").
+    default the last) or, for statistics without targets, averaged over positions ("mean"). answers=True
+    adds, to the "target_probs" panels, each prompt's answer (its first token's probability and rank at the
+    prompt's last position, teacher-forced) when the result has answers and ``position`` is -1.
     """
     spec = statistic(stat)
     prompt_ids = [check_prompt(result, p) for p in (range(result.n_prompts) if prompts is None else prompts)]
-    many = len(prompt_ids) > 1
     where = position_text(position)
-    rows, depths = list(result.row_names), result.depths
-    if spec.per_target:
-        if not result.target_names:
-            raise LogitLensError(
-                "this result has no targets to follow; run the lens with targets=[' Paris', ...] or use "
-                "stat='kl_to_final' or stat='entropy'"
-            )
-        tids = [
-            target_index(result, t) for t in (range(len(result.target_names)) if targets is None else targets)
-        ]
-        specs = [spec, get_statistic("target_ranks")] if spec.name == "target_probs" else [spec]
-        panels = []
-        for s in specs:
-            curves = []
-            for p in prompt_ids:
-                for t in tids:
-                    name = visible(result.target_names[t]) + (
-                        f" · {prompt_label(result, p, 30)}" if many else ""
-                    )
-                    curves.append(Curve(name, p, t, curve(result, p, s.name, t, position), rows, depths))
-            label = {"target_probs": "probability", "target_ranks": "rank (log)"}.get(s.name, s.label_for())
-            panels.append(Panel(s.name, s.kind, label, curves))
-        if spec.name == "target_probs":
-            title = f"target probability and rank across rows ({where})"
-        else:
-            title = f"{spec.label_for()} across rows ({where})"
-    else:
+    if not spec.per_target:
         curves = [
             Curve(
-                prompt_label(result, p, 40), p, None, curve(result, p, spec.name, 0, position), rows, depths
+                prompt_label(result, p, 40),
+                p,
+                None,
+                curve(result, p, spec.name, 0, position),
+                list(result.row_names),
+                result.depths,
             )
             for p in prompt_ids
         ]
         panels = [Panel(spec.name, spec.kind, spec.label, curves)]
-        title = f"{spec.label} across rows ({where})"
-    return TrajectoryModel(title, where, rows, panels)
+        return TrajectoryModel(f"{spec.label} across rows ({where})", where, list(result.row_names), panels)
+    with_answers = answers and spec.name == "target_probs" and position == -1 and result.has_answers
+    if not result.target_names and not with_answers:
+        raise LogitLensError(
+            "this result has no targets to follow; run the lens with targets=[' Paris', ...] (or answers, "
+            "drawn with answers=True) or use stat='kl_to_final' or stat='entropy'"
+        )
+    tids = [
+        target_index(result, t) for t in (range(len(result.target_names)) if targets is None else targets)
+    ]
+    specs = [spec, get_statistic("target_ranks")] if spec.name == "target_probs" else [spec]
+    panels = [
+        _target_panel(result, s, prompt_ids, tids, position, with_answers and s.name in ANSWER_STATS)
+        for s in specs
+    ]
+    if spec.name == "target_probs":
+        what = "target and answer" if with_answers and tids else "answer" if with_answers else "target"
+        title = f"{what} probability and rank across rows ({where})"
+    else:
+        title = f"{spec.label_for()} across rows ({where})"
+    return TrajectoryModel(title, where, list(result.row_names), panels)
+
+
+# per-target statistic -> the answer's statistic of the same meaning (first answer token, last position)
+ANSWER_STATS = {"target_probs": "answer_probs", "target_ranks": "answer_ranks"}
+
+
+def _target_panel(
+    result: LensResult,
+    spec: Statistic,
+    prompt_ids: list[int],
+    tids: list[int],
+    position: int | str,
+    answers: bool,
+) -> Panel:
+    """One panel of a per-target statistic: a curve per (prompt, target), then each prompt's answer."""
+    many = len(prompt_ids) > 1
+    rows, depths = list(result.row_names), result.depths
+    curves = []
+    for p in prompt_ids:
+        where = f" · {prompt_label(result, p, 30)}" if many else ""
+        for t in tids:
+            name = visible(result.target_names[t]) + where
+            curves.append(Curve(name, p, t, curve(result, p, spec.name, t, position), rows, depths))
+    for p in prompt_ids if answers else []:
+        text = result.answers[p]
+        if text is None:
+            continue
+        y = getattr(result, ANSWER_STATS[spec.name])[p].detach().float().cpu().numpy()  # (R,)
+        name = f"answer {visible(text)}" + (f" · {prompt_label(result, p, 30)}" if many else "")
+        curves.append(Curve(name, p, -1 - p, y, rows, depths))  # target < 0: an answer (its own colour)
+    label = {"target_probs": "probability", "target_ranks": "rank (log)"}.get(spec.name, spec.label_for())
+    return Panel(spec.name, spec.kind, label, curves)

@@ -19,6 +19,7 @@ __all__ = [
     "format_value",
     "next_labels",
     "position_text",
+    "prob_text",
     "prompt_label",
     "stat_label",
     "statistic",
@@ -118,9 +119,22 @@ def format_value(stat: Statistic, value: float) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     if stat.kind == "prob":
-        return f"{value:.3f}"
+        return prob_text(value)
     if stat.kind == "rank":
         return f"{int(value):,}" if value >= 0 else "–"
     if stat.kind == "bool":
         return "yes" if value else "no"
     return f"{value:.3g}"
+
+
+def prob_text(p: float | None, digits: int = 3) -> str:
+    """A probability that reads at every size: ``digits`` decimals from 0.01 up (0.412), two significant
+    digits below (2.9e-4, never 0.000); exactly 0 (fp32 underflow) as "0", NaN or None as "–"."""
+    if p is None or p != p:
+        return "–"
+    if p == 0:
+        return "0"
+    if abs(p) >= 0.01:
+        return f"{p:.{digits}f}"
+    mantissa, exponent = f"{p:.1e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
