@@ -8,7 +8,6 @@ where LOGITLENS_REQUIRE_BROWSER=1 (CI sets it): then they fail, so that CI canno
 from __future__ import annotations
 
 import html
-import importlib
 import os
 from pathlib import Path
 
@@ -17,33 +16,15 @@ from test_plots import hand_result
 
 from logitlens.views.model import CELL_CHARS, clip
 from logitlens.views.report import write_compare_html, write_html
+from markers import headless_chromium
 
-CHROMIUM = Path("/usr/bin/chromium")
-REQUIRED = os.environ.get("LOGITLENS_REQUIRE_BROWSER") == "1"  # CI: a missing browser is a failure
 pytestmark = pytest.mark.browser
-
-
-def _missing(reason: str) -> None:
-    if REQUIRED:
-        pytest.fail(f"{reason}; LOGITLENS_REQUIRE_BROWSER=1 makes this a failure", pytrace=False)
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
 def browser():
-    if not CHROMIUM.exists():
-        _missing(f"needs {CHROMIUM} (apt-get install chromium)")
-    try:
-        sync_api = importlib.import_module("playwright.sync_api")
-    except ImportError:
-        _missing("needs playwright (pip install playwright)")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+    with headless_chromium() as b:
         yield b
-        b.close()
 
 
 def _open(browser, path: Path):

@@ -14,7 +14,6 @@ skips, except under LOGITLENS_REQUIRE_BROWSER=1 (CI), where it fails.
 
 from __future__ import annotations
 
-import importlib
 import os
 import shutil
 import time
@@ -22,10 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from markers import needs_default_model
+from markers import headless_chromium, needs_default_model
 
-CHROMIUM = Path("/usr/bin/chromium")
-REQUIRED = os.environ.get("LOGITLENS_REQUIRE_BROWSER") == "1"
 PROMPT = "The Eiffel Tower is in the city of"
 # the bound from Enter to the first view on a quiet 2-core machine; on a loaded machine the bound is
 # twice the same lens.run without the page, plus 1 s (the measured times are printed either way)
@@ -33,27 +30,10 @@ SPEED_BOUND_S = float(os.environ.get("LOGITLENS_SPEED_BOUND_S", "2.0"))
 pytestmark = [pytest.mark.browser, pytest.mark.slow, needs_default_model]
 
 
-def _missing(reason: str) -> None:
-    if REQUIRED:
-        pytest.fail(f"{reason}; LOGITLENS_REQUIRE_BROWSER=1 makes this a failure", pytrace=False)
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def browser():
-    if not CHROMIUM.exists():
-        _missing(f"needs {CHROMIUM} (apt-get install chromium)")
-    try:
-        sync_api = importlib.import_module("playwright.sync_api")
-    except ImportError:
-        _missing("needs playwright (pip install playwright)")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+    with headless_chromium() as b:
         yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")
