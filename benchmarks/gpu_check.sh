@@ -305,3 +305,7 @@ if [ "${NGPU:-0}" -ge 1 ]; then
 else
   echo "bench_distributed: no CUDA device (skipped)"
 fi
+
+# 5. The tests that need a GPU (the GPU reduction equals the CPU one), skipped on CPU machines.
+timeout --signal=INT --kill-after=10 120 "$PY" -m pytest -q -p no:cacheprovider \
+  tests/engine/test_reduce_mutants.py -k gpu

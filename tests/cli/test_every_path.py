@@ -253,8 +253,6 @@ def test_errors_that_need_no_weights_come_before_they_load(
 ):
     import torch
 
-    if "cuda" in args and torch.cuda.is_available():
-        pytest.skip("this machine has CUDA")
     wide = tmp_path / "wide"
     TunedLens(3, 32).save(wide)  # 3 blocks but width 32: the tiny model has 64
     monkeypatch.chdir(tmp_path)

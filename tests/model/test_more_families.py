@@ -109,7 +109,9 @@ def test_tuned_lens_translates_the_combined_row(name):
 
 @pytest.mark.parametrize("name", [*STREAMS, "cpmant"])
 def test_nnsight_backend_refuses_in_one_line(name):
-    pytest.importorskip("nnsight")
+    pytest.importorskip(
+        "nnsight", reason="needs the remote extra: pip install 'logitlens[remote]' (make test installs it)"
+    )
     from logitlens.model.backends.nnsight import nnsight_backend
 
     with pytest.raises(LogitLensError) as info:

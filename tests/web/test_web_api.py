@@ -13,9 +13,7 @@ import threading
 import time
 
 import pytest
-
-fastapi = pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
 from logitlens import LensResult  # noqa: E402
 from logitlens.web import ServeConfig, create_app, prepare  # noqa: E402

@@ -39,7 +39,6 @@ def browser():
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """The default model with the logit lens and an identity tuned lens, and one saved result file."""
-    pytest.importorskip("fastapi")
     from logitlens import LogitLens, TunedLens
     from logitlens.web import BackgroundServer, ServeConfig, create_app
     from logitlens.web.server import free_port

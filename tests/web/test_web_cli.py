@@ -13,8 +13,6 @@ import urllib.request
 
 import pytest
 
-pytest.importorskip("fastapi")
-
 
 def _serve(*args: str) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
