@@ -244,6 +244,7 @@ def test_a_late_write_failure_writes_the_others_and_names_it(capsys, tmp_path, t
         (["--top-k", "1000000"], "--top-k must be at most the vocabulary size"),
         (["--positions=5"], "position 5 is out of range for prompt 1, which has"),
         (["--device", "cuda"], "CUDA is not available here"),
+        (["--device", "mps"], "MPS is not available here"),
         (["--tuned-lens", "no-such-lens"], "--tuned-lens no-such-lens: the folder does not exist"),
         (["--tuned-lens", "{wide}"], "this tuned lens was trained for"),
     ],
@@ -267,6 +268,26 @@ def test_errors_that_need_no_weights_come_before_they_load(
     code, out, err = run_cli(capsys, "run", "a b", "--model", tiny_model_dir, *args)
     assert code == 2 and out == "" and message in last_line(err), err
     assert time.perf_counter() - start < 5
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--overwrite"], "--overwrite replaces a streamed run's file: give --out FILE too"),
+        (["--out", "{parts_run}"], "holds an interrupted run: pass --resume to continue it"),
+        (["--json", "r.json"], "under torchrun, `logitlens run` shares the prompts over the ranks only when"),
+    ],
+)
+def test_streamed_run_options_are_checked_before_loading(args, message, capsys, tmp_path, monkeypatch):
+    from logitlens.cli import run as run_command
+
+    (tmp_path / "r.parquet.parts").mkdir()  # an interrupted run's parts folder
+    if "--json" in args:
+        monkeypatch.setattr(run_command, "_ranks", lambda: 2)  # as under torchrun with two ranks
+    monkeypatch.chdir(tmp_path)
+    args = [a.format(parts_run=tmp_path / "r.parquet") for a in args]
+    code, out, err = run_cli(capsys, "run", "hi", "--model", tmp_path / "no-model", *args)
+    assert code == 2 and out == "" and message in last_line(err), err
 
 
 def test_quiet_alone_is_refused(capsys, tmp_path):
