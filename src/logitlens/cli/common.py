@@ -420,22 +420,14 @@ def preflight(args, prompts: list):
     with this model: --top-k past its vocabulary, --positions outside a prompt, an over-long prompt."""
 
     def check(config, tokenizer) -> None:
-        from logitlens.engine.inputs import PromptInputs, resolve_positions
+        from logitlens.engine.inputs import PromptInputs, context_length, resolve_positions
 
         text = config.get_text_config() if hasattr(config, "get_text_config") else config
         vocab = getattr(text, "vocab_size", None)
         top_k = getattr(args, "top_k", None)
         if vocab and top_k is not None and top_k > vocab:
             raise LogitLensError(f"--top-k must be at most the vocabulary size {vocab}, got {top_k}")
-        context = next(
-            (
-                getattr(text, a)
-                for a in ("max_position_embeddings", "n_positions", "n_ctx")
-                if getattr(text, a, None)
-            ),
-            None,
-        )
-        prep = PromptInputs(tokenizer, vocab_size=vocab or 2**31, context_length=context)
+        prep = PromptInputs(tokenizer, vocab_size=vocab or 2**31, context_length=context_length(config))
         with warnings.catch_warnings():  # the run itself warns (truncation, repeated positions) once
             warnings.simplefilter("ignore")
             ids, _ = prep.encode(

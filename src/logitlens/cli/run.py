@@ -194,12 +194,10 @@ def run_options(args, targets: list | None = None, answers: list | None = None) 
 
 
 def _ranks() -> int:
-    import os
+    """How many ranks this launch has (1: a single process), as ``tasks.distributed`` reads torchrun's."""
+    from logitlens.tasks import distributed
 
-    try:
-        return int(os.environ.get("WORLD_SIZE") or 1)
-    except ValueError:
-        return 1
+    return distributed.current().world_size
 
 
 def _write_outputs(res, args) -> None:

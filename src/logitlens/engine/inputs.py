@@ -18,7 +18,39 @@ import torch
 from logitlens.core.tokens import TokenNamer
 from logitlens.errors import LogitLensError
 
-__all__ = ["PromptInputs", "Target", "next_id", "resolve_positions", "unpad"]
+__all__ = [
+    "CONTEXT_ATTRS",
+    "PromptInputs",
+    "Target",
+    "context_length",
+    "next_id",
+    "resolve_positions",
+    "unpad",
+]
+
+
+CONTEXT_ATTRS = ("max_position_embeddings", "n_positions", "n_ctx", "seq_length", "max_sequence_length")
+
+
+def context_length(config) -> int | None:
+    """The model's context in tokens, from its (text) config; None when the config does not say."""
+    cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for attr in CONTEXT_ATTRS:
+        value = getattr(cfg, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+__all__ = [
+    "CONTEXT_ATTRS",
+    "PromptInputs",
+    "Target",
+    "context_length",
+    "next_id",
+    "resolve_positions",
+    "unpad",
+]
 
 
 @dataclass(frozen=True)
@@ -48,13 +80,20 @@ class PromptInputs:
     """
 
     def __init__(
-        self, tokenizer, *, vocab_size: int, context_length: int | None = None, name: str = "the model"
+        self,
+        tokenizer,
+        *,
+        vocab_size: int,
+        context_length: int | None = None,
+        name: str = "the model",
+        namer: TokenNamer | None = None,
     ):
         self.tokenizer = tokenizer
         self.vocab_size = int(vocab_size)
         self.context_length = context_length
         self.name = name
-        self.namer = TokenNamer(tokenizer)
+        # a namer of the same tokenizer (its cache kept across runs); building one reads 2,000 tokens
+        self.namer = namer if namer is not None else TokenNamer(tokenizer)
 
     def encode(
         self,

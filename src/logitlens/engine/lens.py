@@ -17,7 +17,7 @@ from torch import nn
 from logitlens.core.rows import Row, default_rows
 from logitlens.core.tokens import TokenNamer
 from logitlens.core.version import package_version
-from logitlens.engine.inputs import PromptInputs, Target, resolve_positions
+from logitlens.engine.inputs import PromptInputs, Target, context_length, resolve_positions
 from logitlens.engine.lenses import FunctionLens, IdentityLens, Lens
 from logitlens.engine.plan import BatchPlan, Decode, batch_inputs, run_local, run_remote
 from logitlens.engine.reduce import DEFAULT_BUDGET_BYTES, decode_logits
@@ -42,7 +42,6 @@ DTYPES = {
     "float16": torch.float16,
     "fp16": torch.float16,
 }
-_CONTEXT_ATTRS = ("max_position_embeddings", "n_positions", "n_ctx", "seq_length", "max_sequence_length")
 
 
 class LogitLens:
@@ -281,13 +280,8 @@ class LogitLens:
 
     @property
     def context_length(self) -> int | None:
-        cfg = self.model.config
-        cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
-        for attr in _CONTEXT_ATTRS:
-            value = getattr(cfg, attr, None)
-            if isinstance(value, int) and value > 0:
-                return value
-        return None
+        """The model's context in tokens (None: its config does not say)."""
+        return context_length(self.model.config)
 
     @property
     def input_device(self) -> torch.device:
@@ -335,6 +329,7 @@ class LogitLens:
             vocab_size=self.decoder.vocab_size,
             context_length=self.context_length,
             name=self.name,
+            namer=self._namer if self._namer.tokenizer is self.tokenizer else None,
         )
 
     @property
