@@ -113,6 +113,42 @@ def test_ctrl_c_exits_130_with_one_line(tiny_model_dir, tmp_path, delay):
     assert not (tmp_path / "r.json").exists()
 
 
+_SWALLOWED = """
+import sys, time, weakref
+from logitlens._entry import reraise_swallowed_interrupts
+if sys.argv[1] == "guarded":
+    reraise_swallowed_interrupts()
+class Held:
+    pass
+held = Held()
+def callback(_):
+    raise KeyboardInterrupt  # as a Ctrl-C landing in importlib's module-lock callback does
+ref = weakref.ref(held, callback)
+del held
+try:
+    time.sleep(20)
+    print("ran to the end")
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+
+
+@pytest.mark.parametrize("mode", ["guarded", "bare"])
+def test_a_ctrl_c_swallowed_by_an_ignored_callback_still_interrupts(mode):
+    """A KeyboardInterrupt raised in a callback whose errors Python ignores (the "Exception ignored in:
+    _get_module_lock.<locals>.cb" of an import) is raised again in the main thread, with no traceback;
+    without the guard the program would run on to its end."""
+    if mode == "bare":  # the failure the guard exists for, shown once (kept short: no 20 s sleep)
+        code = _SWALLOWED.replace("time.sleep(20)", "time.sleep(0.3)")
+    else:
+        code = _SWALLOWED
+    out = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, timeout=60)
+    if mode == "guarded":
+        assert out.stdout.strip() == "interrupted" and out.stderr == "", out
+    else:
+        assert out.stdout.strip() == "ran to the end" and "Exception ignored" in out.stderr, out
+
+
 def test_a_ctrl_c_during_torch_import_is_held_until_the_import_ends():
     """A KeyboardInterrupt raised inside torch's C++ start-up aborts the process (SIGABRT, pybind11), so the
     CLI holds a Ctrl-C while it imports torch and transformers and raises it just after."""
