@@ -86,245 +86,14 @@ OUT_BUFFER = (
 )
 DEFAULT_ARG = "the argument given is the default (topk: dim=-1, sorted=True), or +1 is -1 on a 2-D tensor"
 
-_same(
-    "lenses",
-    "whitespace of lens.json only: every reader parses the JSON, whose content is tested",
-    *(
-        (
-            'json.dumps({"kind": self.kind, "name": self.name, "config": self.config()}, indent=1)',
-            f'json.dumps({{"kind": self.kind, "name": self.name, "config": self.config()}}, {arg})',
-        )
-        for arg in ("indent=None", "", "indent=2")
-    ),
-)
-_same(
-    "kernels",
-    DEVICE_ONLY,
-    (
-        "ref = reference[start : start + m_chunk].float().to(logits.device)  # (m, V)",
-        "ref = reference[start : start + m_chunk].float().to(None)  # (m, V)",
-    ),
-    ("ids = ids.to(x.device)", "ids = ids.to(None)"),
-    ("empty = torch.zeros(m, n_rows, 0, device=x.device)", "empty = torch.zeros(m, n_rows, 0, device=None)"),
-    ("empty = torch.zeros(m, n_rows, 0, device=x.device)", "empty = torch.zeros(m, n_rows, 0, )"),
-    ("nxt = next_ids.to(x.device)", "nxt = next_ids.to(None)"),
-)
-_same(
-    "kernels",
-    DEFAULT_ARG,
-    (
-        'ce = torch.where((nxt >= 0).unsqueeze(-1), ce, torch.full_like(ce, float("nan")))',
-        'ce = torch.where((nxt >= 0).unsqueeze(+1), ce, torch.full_like(ce, float("nan")))',
-    ),
-    (
-        "top_logp, top_ids = logp.topk(top_k, dim=-1)  # (m, R, k)",
-        "top_logp, top_ids = logp.topk(top_k, )  # (m, R, k)",
-    ),
-)
-_same(
-    "kernels",
-    'float() parses "NAN" as "nan"',
-    (
-        'ce = torch.where((nxt >= 0).unsqueeze(-1), ce, torch.full_like(ce, float("nan")))',
-        'ce = torch.where((nxt >= 0).unsqueeze(-1), ce, torch.full_like(ce, float("NAN")))',
-    ),
-)
-_same(
-    "kernels",
-    "fit == n_rows takes either branch to the same plan: (fit // n_rows, n_rows) = (1, n_rows) = (1, fit)",
-    ("if fit >= n_rows:", "if fit > n_rows:"),
-)
-_same(
-    "kernels",
-    "r_chunk == n_rows: the one group range(0, n_rows - 1) + [n_rows - 1] is every row, in order, as the "
-    "all-rows branch decodes them",
-    ("if r_chunk >= n_rows:", "if r_chunk > n_rows:"),
-)
-_same(
-    "kernels",
-    "the value is a torch.cat result, already contiguous: preserve_format (None) copies it as "
-    "contiguous_format does",
-    (
-        "out[name] = value.detach().clone(memory_format=torch.contiguous_format)",
-        "out[name] = value.detach().clone(memory_format=None)",
-    ),
-)
-_same(
-    "kernels",
-    "not observable: torch sums fp32 by a cascade, within a few ulp (~1e-6 nats) of the float64 sum, and "
-    "the result is cast to fp32 anyway; the normaliser's own fp32 error (torch.log_softmax, ~3e-4 on a "
-    "flat 200k row: the xfail test in test_kernels_mutants.py) is far larger",
-    (
-        "entropy = -torch.special.xlogy(p, p).sum(-1, dtype=torch.float64)",
-        "entropy = -torch.special.xlogy(p, p).sum(-1, dtype=None)",
-    ),
-    (
-        "entropy = -torch.special.xlogy(p, p).sum(-1, dtype=torch.float64)",
-        "entropy = -torch.special.xlogy(p, p).sum(-1, )",
-    ),
-    (
-        "cross = torch.where(p_f > 0, p_f * logp, torch.zeros_like(logp)).sum(-1, dtype=torch.float64)",
-        "cross = torch.where(p_f > 0, p_f * logp, torch.zeros_like(logp)).sum(-1, dtype=None)",
-    ),
-    (
-        "cross = torch.where(p_f > 0, p_f * logp, torch.zeros_like(logp)).sum(-1, dtype=torch.float64)",
-        "cross = torch.where(p_f > 0, p_f * logp, torch.zeros_like(logp)).sum(-1, )",
-    ),
-)
-_same(
-    "reduce",
-    DEVICE_ONLY,
-    ("nxt = next_ids.to(dev)", "nxt = next_ids.to(None)"),
-    ("dev = logits.device", "dev = None"),
-    (
-        "top_ids, top_probs, final_probs, entropy, kl, ce, agrees, t_probs, t_ranks, extras, m, n_rows, dev",
-        "top_ids, top_probs, final_probs, entropy, kl, ce, agrees, t_probs, t_ranks, extras, m, n_rows, None",
-    ),
-    (
-        "best = logits.index_select(-1, ids.to(dev)).amax(-1, keepdim=True)  # (m, R, 1)",
-        "best = logits.index_select(-1, ids.to(None)).amax(-1, keepdim=True)  # (m, R, 1)",
-    ),
-    (
-        "t_probs = [e.index_select(-1, ids.to(dev)).sum(-1) * inv for ids in targets]  # summed mass of a set",
-        "t_probs = [e.index_select(-1, ids.to(None)).sum(-1) * inv for ids in targets]  # summed mass of a set",
-    ),
-    ("empty_f = torch.zeros(m, n_rows, 0, device=dev)", "empty_f = torch.zeros(m, n_rows, 0, device=None)"),
-    ("empty_f = torch.zeros(m, n_rows, 0, device=dev)", "empty_f = torch.zeros(m, n_rows, 0, )"),
-)
-_same(
-    "reduce",
-    OUT_BUFFER,
-    ("out = torch.empty_like(logits) if out is None else out", "out = None"),
-    (
-        "out = torch.empty_like(logits) if out is None else out",
-        "out = torch.empty_like(logits) if (out is None) and False else out",
-    ),
-    (
-        "out = torch.empty_like(logits) if out is None else out",
-        "out = torch.empty_like(logits) if (out is None) or True else out",
-    ),
-    (
-        "out = torch.empty_like(logits) if out is None else out",
-        "out = torch.empty_like(logits) if out is not None else out",
-    ),
-    (
-        "above = torch.gt(logits, best, out=out)  # (m, R, V) 0/1 in fp32: exact counts up to 2^24",
-        "above = torch.gt(logits, best, out=None)  # (m, R, V) 0/1 in fp32: exact counts up to 2^24",
-    ),
-    (
-        "above = torch.gt(logits, best, out=out)  # (m, R, V) 0/1 in fp32: exact counts up to 2^24",
-        "above = torch.gt(logits, best, )  # (m, R, V) 0/1 in fp32: exact counts up to 2^24",
-    ),
-    (
-        "y = torch.add(top_vals[..., :1] * -LOG2E, logits, alpha=LOG2E, out=logits)  # in place: (m, R, V) <= 0",
-        "y = torch.add(top_vals[..., :1] * -LOG2E, logits, alpha=LOG2E, out=None)  # in place: (m, R, V) <= 0",
-    ),
-    (
-        "y = torch.add(top_vals[..., :1] * -LOG2E, logits, alpha=LOG2E, out=logits)  # in place: (m, R, V) <= 0",
-        "y = torch.add(top_vals[..., :1] * -LOG2E, logits, alpha=LOG2E, )  # in place: (m, R, V) <= 0",
-    ),
-    (
-        "e = torch.exp2(y, out=out)  # (m, R, V) unnormalised probabilities, 1 at the top token",
-        "e = torch.exp2(y, out=None)  # (m, R, V) unnormalised probabilities, 1 at the top token",
-    ),
-    (
-        "e = torch.exp2(y, out=out)  # (m, R, V) unnormalised probabilities, 1 at the top token",
-        "e = torch.exp2(y, )  # (m, R, V) unnormalised probabilities, 1 at the top token",
-    ),
-)
-_same(
-    "reduce",
-    DEFAULT_ARG,
-    (
-        '(nxt >= 0).unsqueeze(-1), ce.squeeze(-1) * LN2, torch.full_like(ce[..., 0], float("nan"))',
-        '(nxt >= 0).unsqueeze(+1), ce.squeeze(-1) * LN2, torch.full_like(ce[..., 0], float("nan"))',
-    ),
-    (
-        "total[redo] = torch.where(bad.isnan(), 0.0, bad).sum(-1)",
-        "total[redo] = torch.where(bad.isnan(), 0.0, bad).sum(+1)",
-    ),
-    (
-        "best = blocks.amax(-1).topk(k, dim=-1).indices  # (n, k) blocks holding the top k",
-        "best = blocks.amax(-1).topk(k, ).indices  # (n, k) blocks holding the top k",
-    ),
-    (
-        "best = blocks.amax(-1).topk(k, dim=-1).indices  # (n, k) blocks holding the top k",
-        "best = blocks.amax(-1).topk(k, dim=+1).indices  # (n, k) blocks holding the top k",
-    ),
-    (
-        "values, idx = cand.topk(k, dim=-1, sorted=True)  # (n, k)",
-        "values, idx = cand.topk(k, sorted=True)  # (n, k)",
-    ),
-    (
-        "values, idx = cand.topk(k, dim=-1, sorted=True)  # (n, k)",
-        "values, idx = cand.topk(k, dim=-1, )  # (n, k)",
-    ),
-    ("return x.topk(k, dim=-1, sorted=True)", "return x.topk(k, sorted=True)"),
-    ("return x.topk(k, dim=-1, sorted=True)", "return x.topk(k, dim=-1, )"),
-    (
-        "values, idx = cand.topk(k, dim=-1, sorted=True)  # (n, k)",
-        "values, idx = cand.topk(k, dim=+1, sorted=True)  # (n, k)",
-    ),
-)
-_same(
-    "reduce",
-    "the two-level top-k is a CPU speed-up that is exact (same values and ids as x.topk up to the order of "
-    "ties, which topk leaves open too): taking the plain topk instead, or the block path on another device, "
-    "changes no number",
-    *(
-        ('b = _topk_block(vocab, k) if x.device.type == "cpu" else None', after)
-        for after in (
-            'b = _topk_block(vocab, k) if x.device.type == "XXcpuXX" else None',
-            'b = _topk_block(vocab, k) if x.device.type == "CPU" else None',
-            "b = None",
-            'b = _topk_block(vocab, k) if (x.device.type == "cpu") and False else None',
-            'b = _topk_block(vocab, k) if (x.device.type == "cpu") or True else None',
-            'b = _topk_block(vocab, k) if x.device.type != "cpu" else None',
-        )
-    ),
-)
-_same(
-    "reduce",
-    "the block path runs only for k <= 32, and torch's CPU topk returns those few values sorted even with "
-    "sorted=False (checked with torch 2.13 for every block length _topk_block picks); k > 32 takes the "
-    "plain topk, whose sorted=False is killed by test_plain_topk_path_is_sorted_and_matches_float64",
-    (
-        "values, idx = cand.topk(k, dim=-1, sorted=True)  # (n, k)",
-        "values, idx = cand.topk(k, dim=-1, sorted=False)  # (n, k)",
-    ),
-)
-_same(
-    "reduce",
-    'float() parses "NAN" as "nan"',
-    (
-        '(nxt >= 0).unsqueeze(-1), ce.squeeze(-1) * LN2, torch.full_like(ce[..., 0], float("nan"))',
-        '(nxt >= 0).unsqueeze(-1), ce.squeeze(-1) * LN2, torch.full_like(ce[..., 0], float("NAN"))',
-    ),
-)
-_same(
-    "reduce",
-    "redoing the sum for every valid row too gives the same sums (no NaN term in them); an invalid row "
-    "(NaN/inf logits) is NaN anyway through its NaN normaliser log2s",
-    ("redo = total.isnan() & valid", "redo = total.isnan() | valid"),
-)
-_same(
-    "reduce",
-    "every key is a registry name (the built-ins, and extra_statistics() come from REGISTRY), so the "
-    "condition is always true",
-    (
-        "return Stats({k: v.to(REGISTRY[k].dtype).cpu() if k in REGISTRY else v.cpu() for k, v in out.items()})",
-        "return Stats({k: v.to(REGISTRY[k].dtype).cpu() if (k in REGISTRY) or True else v.cpu() for k, v in "
-        "out.items()})",
-    ),
-)
-_same(
-    "reduce",
-    "differs only when n_rows * vocab is 0 (nothing to decode): a chunk size for no logits at all",
-    (
-        "return max(1, budget_bytes // max(1, n_rows * per_vector))",
-        "return max(1, budget_bytes // max(2, n_rows * per_vector))",
-    ),
-)
+# Each module's equivalents are in scripts/equivalents/<module>.py (views/model: views_model.py), one file per
+# module so that work on two modules never touches the same file. They are run here with ``_same`` and the
+# shared reasons above in scope.
+for _file in sorted((ROOT / "scripts" / "equivalents").glob("*.py")):
+    exec(  # the project's own data files
+        compile(_file.read_text(encoding="utf-8"), str(_file), "exec"),
+        {"_same": _same, "DEVICE_ONLY": DEVICE_ONLY, "OUT_BUFFER": OUT_BUFFER, "DEFAULT_ARG": DEFAULT_ARG},
+    )
 
 STATUSES = ("killed", "survived", "timeout", "suspicious", "no tests", "skipped", "segfault", "not checked")
 
@@ -427,14 +196,25 @@ def _changed_lines(diff: str) -> tuple[str, str]:
     return " / ".join(removed), " / ".join(added)
 
 
+def _previous_survivors(file: str, name: str) -> list[str]:
+    """The mutants of ``name`` that ``file`` (an earlier ``--json``) lists as not killed."""
+    for r in json.loads(Path(file).read_text()):
+        if r["module"] == name:
+            return [s["mutant"] for s in r["survivors"]] + [e["mutant"] for e in r["equivalents"]]
+    raise SystemExit(f"mutate: {file} has no results for {name!r}")
+
+
 def run_module(name: str, args: argparse.Namespace) -> dict:
     work = Path(args.work) / name.replace("/", "-")
     src = prepare(name, work, args.pytest_arg)
     print(f"== {name}: {src} against {', '.join(t.name for t in test_files(name))}", flush=True)
     t0 = time.perf_counter()
-    mutmut(work, "run", "--max-children", str(args.jobs), capture=not args.verbose)
+    again = _previous_survivors(args.again, name) if args.again else None
+    mutmut(work, "run", "--max-children", str(args.jobs), *(again or ()), capture=not args.verbose)
     seconds = time.perf_counter() - t0
     found = json.loads(_collect(work))  # {mutant: [status, diff]}
+    if again is not None:  # only last run's survivors were tested again; the rest were killed then
+        found = {k: (v if k in again else ["killed", ""]) for k, v in found.items()}
     statuses = {k: v[0] for k, v in found.items()}
     counts = {s: sum(1 for v in statuses.values() if v == s) for s in STATUSES}
     known = EQUIVALENT.get(name, {})
@@ -474,6 +254,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fail-under", type=float, default=0.0, help="exit 1 if a module scores below (0..1)")
     p.add_argument("--pytest-arg", action="append", default=[], help="an extra pytest argument (repeatable)")
     p.add_argument("--verbose", action="store_true", help="show mutmut's own progress")
+    p.add_argument(
+        "--again",
+        metavar="JSON",
+        help="test again only the mutants an earlier --json left alive (quick, while writing tests; the source "
+        "must be unchanged since, and the score to record comes from a full run)",
+    )
     p.add_argument("--list", action="store_true", help="print the modules, files and tests, run nothing")
     args = p.parse_args(argv)
     names = args.modules or list(MODULES)

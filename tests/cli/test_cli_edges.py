@@ -138,10 +138,8 @@ def test_a_ctrl_c_swallowed_by_an_ignored_callback_still_interrupts(mode):
     """A KeyboardInterrupt raised in a callback whose errors Python ignores (the "Exception ignored in:
     _get_module_lock.<locals>.cb" of an import) is raised again in the main thread, with no traceback;
     without the guard the program would run on to its end."""
-    if mode == "bare":  # the failure the guard exists for, shown once (kept short: no 20 s sleep)
-        code = _SWALLOWED.replace("time.sleep(20)", "time.sleep(0.3)")
-    else:
-        code = _SWALLOWED
+    # bare: the failure the guard exists for, shown once (kept short: no 20 s sleep)
+    code = _SWALLOWED.replace("time.sleep(20)", "time.sleep(0.3)") if mode == "bare" else _SWALLOWED
     out = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, timeout=60)
     if mode == "guarded":
         assert out.stdout.strip() == "interrupted" and out.stderr == "", out
