@@ -51,17 +51,26 @@ MODULES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("engine/tuned.py", "tuned.py"),
         ("test_tuned.py", "test_tuned_guards.py", "test_lenses_mutants.py", "test_tuned_mutants.py"),
     ),
-    "training": (("tasks/training.py", "training.py"), ("test_training.py", "test_training_guards.py")),
+    "training": (
+        ("tasks/training.py", "training.py"),
+        ("test_training.py", "test_training_guards.py", "test_training_mutants.py"),
+    ),
     "attribution": (
         ("tasks/attribution.py", "attribution.py"),
-        ("test_attribution.py", "test_attribution_guards.py"),
+        ("test_attribution.py", "test_attribution_guards.py", "test_attribution_mutants.py"),
     ),
     "evaluation": (
         ("tasks/evaluation.py", "evaluation.py"),
         ("test_evaluation.py", "test_evaluate.py", "test_evaluation_guards.py", "test_evaluation_mutants.py"),
     ),
-    "stream": (("tasks/stream.py", "stream.py"), ("test_stream.py", "test_stream_guards.py")),
-    "views/model": (("views/model", "views/model.py"), ("test_views_model.py", "test_model_guards.py")),
+    "stream": (
+        ("tasks/stream.py", "stream.py"),
+        ("test_stream.py", "test_stream_guards.py", "test_stream_mutants.py"),
+    ),
+    "views/model": (
+        ("views/model", "views/model.py"),
+        ("test_views_model.py", "test_model_guards.py", "test_views_model_mutants.py"),
+    ),
 }
 
 # Survivors that change no observable behaviour, keyed by module, then by (the line removed, the line

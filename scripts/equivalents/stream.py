@@ -1,0 +1,2 @@
+"""Equivalent mutants of ``stream`` (read by scripts/mutate.py, which provides ``_same`` and the shared
+reasons: DEVICE_ONLY, OUT_BUFFER, DEFAULT_ARG)."""
