@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from logitlens.cli.common import (
@@ -138,40 +139,23 @@ PROGRESS_AFTER_S = 2.0  # a run that takes longer shows a progress bar on stderr
 
 
 def _run_with_progress(lens, prompts, /, **kwargs):
-    """``lens.run`` with a rich progress bar on stderr (prompts done, tokens/s, time left) once the run has
+    """``lens.run`` with a progress bar on stderr (prompts done, tokens/s, time left) once the run has
     taken ``PROGRESS_AFTER_S``; plain ``lens.run`` when stderr is not a terminal."""
     import inspect
-    import time
+
+    from logitlens.engine.result import LensResult
+    from logitlens.tasks.progress import progress_bar
 
     accepted = inspect.signature(lens.iter_run).parameters
     if not sys.stderr.isatty() or any(k not in accepted for k in kwargs):
         return lens.run(prompts, **kwargs)
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from logitlens.engine.result import LensResult
-
     start, tokens, parts = time.perf_counter(), 0, []
-    bar = Progress(
-        TextColumn("prompts"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeRemainingColumn(),
-        console=Console(file=sys.stderr),
-        transient=True,
-    )
-    task = bar.add_task("run", total=len(prompts), rate="")
-    try:
+    with progress_bar(len(prompts), "prompts", delay=PROGRESS_AFTER_S, transient=True) as advance:
         for part in lens.iter_run(prompts, **kwargs):
             parts.append(part)
             tokens += sum(len(ids) for ids in part.input_ids)
-            elapsed = time.perf_counter() - start
-            bar.update(task, advance=part.n_prompts, rate=f"{tokens / max(elapsed, 1e-9):,.0f} tokens/s")
-            if elapsed > PROGRESS_AFTER_S and not bar.live.is_started:
-                bar.start()
-    finally:
-        bar.stop()
+            rate = tokens / max(time.perf_counter() - start, 1e-9)
+            advance(part.n_prompts, status=f"{rate:,.0f} tokens/s")
     res = parts[0] if len(parts) == 1 else LensResult.concat(parts)
     order = sorted(range(res.n_prompts), key=res.prompt_index.__getitem__)
     return res if order == list(range(res.n_prompts)) else res.select(order)

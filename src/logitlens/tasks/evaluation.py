@@ -52,7 +52,6 @@ METRICS = CORPUS_METRICS  # name -> (label, unit); the table's columns are name 
 _RUN_ONLY = ("top_k", "targets", "positions", "attention_mask")  # evaluate picks these itself
 
 
-# ---- progress -----------------------------------------------------------------------------------------
 # ---- running per-row means ----------------------------------------------------------------------------
 class RowAggregate:
     """Per-row running count, mean and sum of squared deviations of named metrics, in float64.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -10,18 +11,31 @@ __all__ = ["progress_bar"]
 
 @contextmanager
 def progress_bar(
-    total: int, unit: str, *, enabled: bool = True, description: str = "", completed: int = 0
+    total: int,
+    unit: str,
+    *,
+    enabled: bool = True,
+    description: str = "",
+    completed: int = 0,
+    delay: float = 0.0,
+    transient: bool = False,
 ) -> Iterator[Callable[..., None]]:
     """A rich progress bar on stderr (done/total, rate in ``unit``/s, elapsed, ETA); yields ``advance(n,
     status=None)``, where ``status`` (e.g. the last training loss) replaces the text after the rate.
-    ``completed``: already done before (a resumed run).
 
-    enabled=False shows nothing (the yielded function does nothing).
+    Args:
+        total: the amount of work, in ``unit``.
+        unit: what is counted ("tokens", "prompts", "steps").
+        enabled: False shows nothing (the yielded function does nothing).
+        description: the text before the bar.
+        completed: already done before (a resumed run).
+        delay: show the bar only once an ``advance`` comes this many seconds after the start (a quick task
+            shows nothing).
+        transient: remove the bar when the task ends.
     """
     if not enabled:
         yield lambda n, status=None: None
         return
-    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -52,10 +66,25 @@ def progress_bar(
         TimeRemainingColumn(),
     )
     # a window of 10 minutes: a batch of a large model on a CPU can take minutes (the ETA needs a rate)
-    with Progress(*columns, console=Console(stderr=True), transient=False, speed_estimate_period=600) as bar:
-        task = bar.add_task(description, total=total, completed=completed, first=completed, status="")
+    bar = Progress(*columns, console=_console(), transient=transient, speed_estimate_period=600)
+    task = bar.add_task(description, total=total, completed=completed, first=completed, status="")
+    start = time.perf_counter()
+    if delay <= 0:
+        bar.start()
 
-        def advance(n: int, status: str | None = None) -> None:
-            bar.update(task, advance=n, **({} if status is None else {"status": status}))
+    def advance(n: int, status: str | None = None) -> None:
+        bar.update(task, advance=n, **({} if status is None else {"status": status}))
+        if not bar.live.is_started and time.perf_counter() - start > delay:
+            bar.start()
 
+    try:
         yield advance
+    finally:
+        bar.stop()
+
+
+def _console():
+    """Where the bar is drawn: stderr."""
+    from rich.console import Console
+
+    return Console(stderr=True)
