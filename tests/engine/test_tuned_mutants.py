@@ -200,6 +200,30 @@ def test_chunk_with_the_output_row_not_last_keeps_it_as_it_is():
         torch.testing.assert_close(out[:, r], h[:, r] + h[:, r] @ w[r].T + b[r])
 
 
+@pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="decodes a GPU residual stream with the lens's CPU parameters, so it needs a CUDA device",
+)
+def test_a_gpu_stream_is_translated_on_the_gpu():
+    """The parameters stay where they are (the CPU here); a stream on the GPU is translated there, with or
+    without gradients (which reach the CPU parameters)."""
+    lens = _tuned()
+    h = torch.randn(2, 4, 4)
+    with torch.no_grad():
+        cpu = lens.chunk_transform(ROWS, 3)(h)
+        gpu = lens.chunk_transform(ROWS, 3)(h.cuda())
+        one = lens.translate(1, h[:, 1].cuda())
+    assert gpu.device.type == "cuda" and one.device.type == "cuda"
+    torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(one.cpu(), cpu[:, 1], atol=1e-5, rtol=1e-5)
+    out = lens.translate(torch.tensor([0, 1]), h[:, :2].cuda())
+    assert out.device.type == "cuda"
+    torch.testing.assert_close(out.detach().cpu(), cpu[:, :2], atol=1e-5, rtol=1e-5)
+    out.sum().backward()
+    assert lens.weight.grad.device.type == "cpu" and lens.weight.grad[:2].abs().sum() > 0
+    assert torch.equal(lens.weight.grad[2], torch.zeros(4, 4))
+
+
 # ---- compatibility ----------------------------------------------------------------------------------------
 def test_shape_messages_name_both_models(lens):
     with pytest.raises(LogitLensError) as e:
