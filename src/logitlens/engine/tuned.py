@@ -143,7 +143,7 @@ class TunedLens(Lens, nn.Module):
         w, b = self.weight, self.bias
         if torch.is_grad_enabled() and w.requires_grad:
             return w.to(h.device), b.to(h.device)  # training: keep the graph
-        key = (h.device, w._version, b._version, w.data_ptr())
+        key = (h.device, w._version, b._version, w.data_ptr(), b.data_ptr())  # a new bias Parameter too
         if key not in self._cast:
             self._cast = {key: (w.detach().to(h.device), b.detach().to(h.device))}
         return self._cast[key]
