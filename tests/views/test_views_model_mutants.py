@@ -1216,3 +1216,10 @@ def test_prompt_summary_changes_at_the_given_column():
     )  # fmt: skip
     assert s.rises == (vm.Change(3, "2", "after block 2", pytest.approx(math.log(2))),)
     assert (s.critical, s.critical_row, s.kl_drop) == (3, "2", 4.0)
+
+
+def test_hover_refuses_top_probabilities_shorter_than_the_top_ids():
+    r = make()
+    cut = r.replace(top_probs=r.top_probs[..., :2].contiguous())  # 3 ids per cell, 2 probabilities
+    with pytest.raises(ValueError, match="zip"):
+        vm.hover_records(cut, 0)
