@@ -381,6 +381,14 @@ def test_nats_grid_without_a_positive_value():
     assert (g.zmin, g.zmax) == (0.0, 1.0)
 
 
+def test_nats_grid_whose_largest_value_is_zero():
+    """No positive value: the range ends at 1, not at the largest value 0."""
+    values = torch.zeros(4, 5)
+    values[1, 1] = -2.0
+    g = vm.stat_grid(_with("entropy", values), 0, "entropy")
+    assert (g.zmin, g.zmax) == (-2.0, 1.0)
+
+
 def test_kl_grid_saturates_at_the_95_percent_quantile():
     values = torch.arange(20, dtype=torch.float32)[
         torch.randperm(20, generator=torch.Generator().manual_seed(1))
@@ -397,11 +405,48 @@ def test_kl_grid_saturates_at_the_95_percent_quantile():
     assert entropy.zmax == 19.0
 
 
+def test_kl_grid_quantile_below_one():
+    values = torch.arange(20, dtype=torch.float32) / 20  # 0 .. 0.95: the 95% quantile 0.9025
+    g = vm.stat_grid(_with("kl_to_final", values.reshape(4, 5)), 0, "kl")
+    assert (g.zmin, g.zmax) == (0.0, pytest.approx(0.9025))
+
+
 def test_kl_grid_with_a_zero_quantile_uses_the_largest_value():
     values = torch.zeros(5, 20)  # 100 cells, one of them 5: the 95% quantile is 0
     values[1, 7] = 5.0
     g = vm.stat_grid(_with("kl_to_final", values, inputs=((0,) * 20,), n_rows=5), 0, "kl")
     assert (g.zmin, g.zmax) == (0.0, 5.0)
+
+
+def test_a_statistic_with_an_empty_scale_is_drawn_in_blues():
+    """A registered statistic with scale="" (not None, so drawn) gets the default colour scale."""
+    register_statistic(Statistic("flat", torch.float32, math.nan, "flat", "nats", "", compute=lambda c: c))
+    try:
+        r = make()
+        values = torch.rand(r.entropy.shape, generator=torch.Generator().manual_seed(4))
+        g = vm.stat_grid(r.replace(flat=values), 0, "flat")
+        assert (g.stat, g.colorscale, g.reverse, g.label) == ("flat", "Blues", False, "flat")
+        np.testing.assert_array_equal(g.values, values[0].numpy().astype(float))
+    finally:
+        unregister_statistic("flat")
+
+
+def test_bool_kind_keeps_the_range_0_to_1():
+    """A "bool" statistic is coloured on 0..1 whatever its values (here a share), never 0..its largest value."""
+    register_statistic(
+        Statistic(
+            "half_agree", torch.float32, math.nan, "agrees (share)", "bool", "Greys", compute=lambda c: c
+        )
+    )
+    try:
+        r = make()
+        values = torch.full(r.entropy.shape, 0.5)
+        values[:, :, 0] = 0.0
+        g = vm.stat_grid(r.replace(half_agree=values), 0, "half_agree")
+        assert (g.zmin, g.zmax, g.kind, g.tickvals) == (0.0, 1.0, "bool", None)
+        np.testing.assert_array_equal(g.z, values[0].numpy().astype(float))
+    finally:
+        unregister_statistic("half_agree")
 
 
 def test_stat_grid_defaults_of_the_dataclass():
@@ -578,6 +623,14 @@ def test_hover_positions_are_the_decoded_positions():
     ]
 
 
+def test_hover_refuses_top_probabilities_shorter_than_the_top_ids():
+    """An inconsistent result (fewer top-k probabilities than ids) fails loudly instead of cutting the list."""
+    r = make()
+    cut = r.replace(top_probs=r.top_probs[..., :2].contiguous())  # 3 ids per cell, 2 probabilities
+    with pytest.raises(ValueError, match="zip"):
+        vm.hover_records(cut, 0)
+
+
 # ---- the heatmap model ----------------------------------------------------------------------------------
 def test_heatmap_model_gathers_every_part(res):
     for prompt in (0, 1):
@@ -622,6 +675,12 @@ def test_heatmap_model_meta_and_positions():
     bare = vm.heatmap_model(make(meta={}))
     assert (bare.model, bare.lens, bare.lens_label) == (None, "logit", "")
     assert vm.heatmap_model(make(meta={"model": ""})).model is None
+
+
+def test_heatmap_model_text_is_the_whole_prompt():
+    m = vm.heatmap_model(make(prompts=[LONG, "a\nb"]), 0)
+    assert m.text == LONG
+    assert vm.heatmap_model(make(prompts=[LONG, "a\nb"]), 1).text == "a↵b"
 
 
 # ---- summaries --------------------------------------------------------------------------------------------
@@ -675,6 +734,20 @@ def test_prompt_summary_at_another_column():
     assert s.final_top1 == r.token(r.top_ids[0, -1, 1, 0]) and s.final_prob == float(r.top_probs[0, -1, 1, 0])
     assert [t.prob for t in s.targets] == [float(r.target_probs[0, -1, 1, t]) for t in range(2)]
     assert [t.rank for t in s.targets] == [int(r.target_ranks[0, -1, 1, t]) for t in range(2)]
+
+
+def test_prompt_summary_changes_at_the_given_column():
+    r = _profiled()
+    kl, final = r.kl_to_final.clone(), r.final_probs.clone()
+    kl[0, :, 1] = torch.tensor([8.0, 7.0, 6.5, 2.5, 0.0])  # falls at column 1: block 2 4.0, 3 2.5, 1 0.5
+    final[0, :, 1] = torch.tensor([0.5, 0.5, 0.25, 0.5, 0.5])  # rises at column 1: block 2 log 2
+    s = vm.prompt_summary(r.replace(kl_to_final=kl, final_probs=final), 0, 1)
+    assert s.falls == (
+        vm.Change(3, "2", "after block 2", 4.0), vm.Change(4, "3", "after block 3", 2.5),
+        vm.Change(2, "1", "after block 1", 0.5),
+    )  # fmt: skip
+    assert s.rises == (vm.Change(3, "2", "after block 2", pytest.approx(math.log(2))),)
+    assert (s.critical, s.critical_row, s.kl_drop) == (3, "2", 4.0)
 
 
 def test_prompt_summary_never_stable_and_without_falls():
@@ -781,9 +854,18 @@ def test_curve_mean_over_positions_skips_nan():
 
 
 def test_curve_of_one_all_nan_column_gives_no_warning(recwarn):
+    """One column is read as it is: no numpy "Mean of empty slice" warning for a NaN column."""
     r = _with("cross_entropy", torch.full((4, 1), math.nan), inputs=((0,),))
     assert np.isnan(vm.curve(r, 0, "cross_entropy")).all()
     assert np.isnan(vm.curve(r, 0, "cross_entropy", position="mean")).all()
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_curve_mean_of_infinities_gives_no_warning(recwarn):
+    """The mean over positions is quiet about inf - inf (NaN) and keeps an infinite mean."""
+    values = torch.tensor([[math.inf, -math.inf], [1.0, 2.0], [math.inf, 1.0], [0.5, 1.5]])
+    y = vm.curve(_with("entropy", values, inputs=((0, 1),)), 0, "entropy", position="mean")
+    np.testing.assert_array_equal(y, [math.nan, 1.5, math.inf, 1.0])
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
 
 
@@ -855,6 +937,12 @@ def test_trajectory_model_of_a_statistic_without_targets():
     assert vm.trajectory_model(make(targets=()), stat="entropy").panels[0].curves[0].target is None
 
 
+def test_trajectory_model_row_names_without_targets():
+    r = make().replace(row_names=["embed", "0.attn", "0", "1"])
+    for stat in ("entropy", "target_probs"):
+        assert vm.trajectory_model(r, stat=stat).row_names == ["embed", "0.attn", "0", "1"]
+
+
 def test_trajectory_model_of_ranks_and_chosen_targets():
     r = make(prompts=[LONG, "short"])
     m = vm.trajectory_model(r, targets=[" Rome"], prompts=[0], stat="rank", position=2)
@@ -918,6 +1006,14 @@ def test_trajectory_model_with_answers():
     ]
 
 
+def test_trajectory_answer_names_cut_the_prompt_to_30_characters():
+    r = _answered().replace(prompts=["short", LONG])
+    m = vm.trajectory_model(r, answers=True)
+    assert [c.name for p in m.panels for c in p.curves if c.target < 0] == [
+        "answer ␣Rome · " + LONG[:29] + "…"
+    ] * 2
+
+
 @pytest.mark.parametrize(
     ("kwargs", "title"),
     [({"answers": False}, "target probability and rank across rows (last position)"),
@@ -933,6 +1029,12 @@ def test_trajectory_model_answers_only_when_asked_at_the_last_position(kwargs, t
     plain = vm.trajectory_model(make(), answers=True)  # no answers in the result
     assert plain.title == "target probability and rank across rows (last position)"
     assert all(len(p.curves) == 4 for p in plain.panels)
+
+
+def test_trajectory_model_leaves_answers_out_by_default():
+    m = vm.trajectory_model(_answered())
+    assert m.title == "target probability and rank across rows (last position)"
+    assert [len(p.curves) for p in m.panels] == [4, 4]
 
 
 def test_trajectory_model_of_a_registered_per_target_statistic():
@@ -993,6 +1095,15 @@ def test_compare_grids():
     _grids_equal(ent[1], vm.stat_grid(b, 0, "entropy"))
     assert [g.target for g in ent] == [None, None]
     assert [g.target for g in vm.compare_grids([a], [0], None, "kl", " Rome")] == [None]
+
+
+def test_compare_grids_refuses_a_prompt_list_of_another_length():
+    """One prompt index per result: a shorter or longer list is an error, not a silently cut comparison."""
+    a = make()
+    with pytest.raises(ValueError, match="zip"):
+        vm.compare_grids([a, a], [0], None, "entropy", 0)
+    with pytest.raises(ValueError, match="zip"):
+        vm.compare_grids([a], [0, 1], None, "entropy", 0)
 
 
 @pytest.fixture(scope="module")
@@ -1060,6 +1171,16 @@ def test_compare_model_defaults_and_without_a_shared_target(pair):
     assert named.panels[2].label == "p(␣Paris)" and [c.target for c in named.panels[2].curves] == [0, 0]
 
 
+def test_compare_model_of_one_result_and_the_default_target(pair):
+    a, b = pair
+    one = vm.compare_model([b])
+    assert (one.names, one.prompts, one.targets) == (["beta"], [0], [0])
+    assert one.menu == [e.stat for e in PLAIN_MENU] + ["target_probs", "target_ranks"]
+    same = vm.compare_model([a, a], stat="target_probs")  # target 0, ' Paris', in both
+    assert same.targets == [0, 0] and same.panels[2].label == "p(␣Paris)"
+    assert [h.grid.target for h in same.heatmaps] == [0, 0]
+
+
 def test_compare_model_targets_at_index_0_in_the_first_result(pair):
     a, b = pair
     m = vm.compare_model([b, a], prompt=1, stat="target_ranks", target="␣Rome")
@@ -1068,6 +1189,15 @@ def test_compare_model_targets_at_index_0_in_the_first_result(pair):
     _grids_equal(m.heatmaps[1].grid, vm.stat_grid(a, 1, "target_ranks", 1))
     for c, r, t in zip(m.panels[2].curves, (b, a), (0, 1), strict=True):
         np.testing.assert_array_equal(c.y, r.target_probs[1, :, r.columns(1)[-1], t].numpy().astype(float))
+
+
+def test_compare_model_of_a_target_statistic_without_a_shared_target(pair):
+    a, b = pair
+    m = vm.compare_model([a, b], stat="target_ranks", target=0)  # ' Paris' in a, ' Rome' in b
+    assert m.targets is None and [p.stat for p in m.panels] == ["kl_to_final", "entropy"]
+    _grids_equal(m.heatmaps[0].grid, vm.stat_grid(a, 0, "target_ranks", 0))
+    _grids_equal(m.heatmaps[1].grid, vm.stat_grid(b, 0, "target_ranks", 0))
+    assert [h.grid.label for h in m.heatmaps] == ["rank of ␣Paris", "rank of ␣Rome"]
 
 
 def test_compare_model_menu_holds_only_common_statistics(pair):
@@ -1100,126 +1230,3 @@ def test_compare_model_errors(pair):
         vm.compare_model([a, b], prompt=(0,))
     with pytest.raises(LogitLensError, match=r"^prompt index 2 is out of range: this result has 2$"):
         vm.compare_model([a, b], prompt=2)
-
-
-def test_compare_model_of_a_target_statistic_without_a_shared_target(pair):
-    a, b = pair
-    m = vm.compare_model([a, b], stat="target_ranks", target=0)  # ' Paris' in a, ' Rome' in b
-    assert m.targets is None and [p.stat for p in m.panels] == ["kl_to_final", "entropy"]
-    _grids_equal(m.heatmaps[0].grid, vm.stat_grid(a, 0, "target_ranks", 0))
-    _grids_equal(m.heatmaps[1].grid, vm.stat_grid(b, 0, "target_ranks", 0))
-    assert [h.grid.label for h in m.heatmaps] == ["rank of ␣Paris", "rank of ␣Rome"]
-
-
-def test_a_statistic_with_an_empty_scale_is_drawn_in_blues():
-    register_statistic(Statistic("flat", torch.float32, math.nan, "flat", "nats", "", compute=lambda c: c))
-    try:
-        r = make()
-        values = torch.rand(r.entropy.shape, generator=torch.Generator().manual_seed(4))
-        g = vm.stat_grid(r.replace(flat=values), 0, "flat")
-        assert (g.stat, g.colorscale, g.reverse, g.label) == ("flat", "Blues", False, "flat")
-        np.testing.assert_array_equal(g.values, values[0].numpy().astype(float))
-    finally:
-        unregister_statistic("flat")
-
-
-def test_compare_grids_refuses_a_prompt_list_of_another_length():
-    a = make()
-    with pytest.raises(ValueError, match="zip"):
-        vm.compare_grids([a, a], [0], None, "entropy", 0)
-    with pytest.raises(ValueError, match="zip"):
-        vm.compare_grids([a], [0, 1], None, "entropy", 0)
-
-
-def test_compare_model_of_one_result_and_the_default_target(pair):
-    a, b = pair
-    one = vm.compare_model([b])
-    assert (one.names, one.prompts, one.targets) == (["beta"], [0], [0])
-    assert one.menu == [e.stat for e in PLAIN_MENU] + ["target_probs", "target_ranks"]
-    same = vm.compare_model([a, a], stat="target_probs")  # target 0, ' Paris', in both
-    assert same.targets == [0, 0] and same.panels[2].label == "p(␣Paris)"
-    assert [h.grid.target for h in same.heatmaps] == [0, 0]
-
-
-def test_trajectory_answer_names_cut_the_prompt_to_30_characters():
-    r = _answered().replace(prompts=["short", LONG])
-    m = vm.trajectory_model(r, answers=True)
-    assert [c.name for p in m.panels for c in p.curves if c.target < 0] == [
-        "answer ␣Rome · " + LONG[:29] + "…"
-    ] * 2
-
-
-def test_trajectory_model_leaves_answers_out_by_default():
-    m = vm.trajectory_model(_answered())
-    assert m.title == "target probability and rank across rows (last position)"
-    assert [len(p.curves) for p in m.panels] == [4, 4]
-
-
-def test_trajectory_model_row_names_without_targets():
-    r = make().replace(row_names=["embed", "0.attn", "0", "1"])
-    for stat in ("entropy", "target_probs"):
-        assert vm.trajectory_model(r, stat=stat).row_names == ["embed", "0.attn", "0", "1"]
-
-
-def test_curve_mean_of_infinities_gives_no_warning(recwarn):
-    values = torch.tensor([[math.inf, -math.inf], [1.0, 2.0], [math.inf, 1.0], [0.5, 1.5]])
-    y = vm.curve(_with("entropy", values, inputs=((0, 1),)), 0, "entropy", position="mean")
-    np.testing.assert_array_equal(y, [math.nan, 1.5, math.inf, 1.0])
-    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
-
-
-def test_nats_grid_whose_largest_value_is_zero():
-    values = torch.zeros(4, 5)
-    values[1, 1] = -2.0
-    g = vm.stat_grid(_with("entropy", values), 0, "entropy")
-    assert (g.zmin, g.zmax) == (-2.0, 1.0)
-
-
-def test_kl_grid_quantile_below_one():
-    values = torch.arange(20, dtype=torch.float32) / 20  # 0 .. 0.95: the 95% quantile 0.9025
-    g = vm.stat_grid(_with("kl_to_final", values.reshape(4, 5)), 0, "kl")
-    assert (g.zmin, g.zmax) == (0.0, pytest.approx(0.9025))
-
-
-def test_bool_kind_keeps_the_range_0_to_1():
-    register_statistic(
-        Statistic(
-            "half_agree", torch.float32, math.nan, "agrees (share)", "bool", "Greys", compute=lambda c: c
-        )
-    )
-    try:
-        r = make()
-        values = torch.full(r.entropy.shape, 0.5)
-        values[:, :, 0] = 0.0
-        g = vm.stat_grid(r.replace(half_agree=values), 0, "half_agree")
-        assert (g.zmin, g.zmax, g.kind, g.tickvals) == (0.0, 1.0, "bool", None)
-        np.testing.assert_array_equal(g.z, values[0].numpy().astype(float))
-    finally:
-        unregister_statistic("half_agree")
-
-
-def test_heatmap_model_text_is_the_whole_prompt():
-    m = vm.heatmap_model(make(prompts=[LONG, "a\nb"]), 0)
-    assert m.text == LONG
-    assert vm.heatmap_model(make(prompts=[LONG, "a\nb"]), 1).text == "a↵b"
-
-
-def test_prompt_summary_changes_at_the_given_column():
-    r = _profiled()
-    kl, final = r.kl_to_final.clone(), r.final_probs.clone()
-    kl[0, :, 1] = torch.tensor([8.0, 7.0, 6.5, 2.5, 0.0])  # falls at column 1: block 2 4.0, 3 2.5, 1 0.5
-    final[0, :, 1] = torch.tensor([0.5, 0.5, 0.25, 0.5, 0.5])  # rises at column 1: block 2 log 2
-    s = vm.prompt_summary(r.replace(kl_to_final=kl, final_probs=final), 0, 1)
-    assert s.falls == (
-        vm.Change(3, "2", "after block 2", 4.0), vm.Change(4, "3", "after block 3", 2.5),
-        vm.Change(2, "1", "after block 1", 0.5),
-    )  # fmt: skip
-    assert s.rises == (vm.Change(3, "2", "after block 2", pytest.approx(math.log(2))),)
-    assert (s.critical, s.critical_row, s.kl_drop) == (3, "2", 4.0)
-
-
-def test_hover_refuses_top_probabilities_shorter_than_the_top_ids():
-    r = make()
-    cut = r.replace(top_probs=r.top_probs[..., :2].contiguous())  # 3 ids per cell, 2 probabilities
-    with pytest.raises(ValueError, match="zip"):
-        vm.hover_records(cut, 0)
