@@ -146,6 +146,7 @@ def test_data_order_is_the_documented_stream_of_seeded_epochs():
         ({"clip": None}, "clip must be a positive number, got None"),
         ({"dtype": "float16"}, "unknown training dtype 'float16'; choose float32 or bfloat16"),
         ({"dtype": torch.float16}, "unknown training dtype torch.float16; choose float32 or bfloat16"),
+        ({"dtype": ["bf16"]}, "unknown training dtype ['bf16']; choose float32 or bfloat16"),
     ],
 )
 def test_a_bad_option_gets_its_one_line_message(lens, corpus, tmp_path, kwargs, message):
@@ -212,6 +213,58 @@ def test_a_step_that_ranks_cannot_share_evenly_is_refused(lens, corpus, tmp_path
     )
 
 
+def test_on_two_ranks_the_waits_are_named_and_ddp_wraps_the_translators(lens, corpus, tmp_path, monkeypatch):
+    """What each rank checks and waits for before the first step, as rank 0 of two sees it (the
+    collectives recorded, not run): the training data's hash agreed on, the wait before --out is cleared,
+    and the translators wrapped in DistributedDataParallel with no device ids on the CPU."""
+    import contextlib
+
+    import torch.nn.parallel
+
+    calls = []
+
+    @contextlib.contextmanager
+    def two_ranks(what):
+        calls.append(("together", what))
+        yield distributed.Group(rank=0, world_size=2)
+
+    class Stop(Exception):
+        pass
+
+    def ddp(module, device_ids):
+        calls.append(("ddp", type(module).__name__, device_ids))
+        raise Stop
+
+    monkeypatch.setattr(distributed, "together", two_ranks)
+    monkeypatch.setattr(distributed, "agree", lambda *a: calls.append(("agree", *a)))
+    monkeypatch.setattr(distributed, "barrier", lambda what: calls.append(("barrier", what)))
+    monkeypatch.setattr(
+        distributed, "run_collective", lambda what, fn: (calls.append(("collective", what)), fn())
+    )
+    monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", ddp)
+    with pytest.raises(Stop):
+        train_tuned_lens(lens, corpus, out=tmp_path / "a", **FAST)
+    train_ids = corpus.split("train", seed=0).sequences(lens.tokenizer, SEQ)
+    digest = hashlib.blake2b(train_ids.numpy().astype("<i8").tobytes(), digest_size=16).hexdigest()
+    fix = "give every rank the same files (a path every node sees), --split-seed and --seq-len"
+    assert calls == [
+        ("together", "training"),
+        ("agree", "the training data", digest, fix),
+        ("barrier", "checking --out"),
+        ("collective", "wrapping the translators in DDP"),
+        ("ddp", "Translators", None),
+    ]
+
+
+def test_a_single_process_names_its_waits_too(lens, corpus, tmp_path, monkeypatch):
+    """The same calls in one process (where they return at once), and the wait before the lens is saved."""
+    waits = []
+    barrier = distributed.barrier
+    monkeypatch.setattr(distributed, "barrier", lambda what: (waits.append(what), barrier(what)))
+    train_tuned_lens(lens, corpus, out=tmp_path / "a", steps=1, eval_tokens=0, **FAST)
+    assert waits == ["checking --out", "saving the lens"]
+
+
 @pytest.mark.parametrize("data", [42, [], ["a.txt", 3], None])
 def test_data_of_another_kind_is_refused(lens, tmp_path, data):
     with pytest.raises(LogitLensError) as info:
@@ -261,21 +314,26 @@ def test_data_as_paths_lines_and_a_field(lens, tmp_path):
     facts = train_tuned_lens(lens, [str(a), b], out=tmp_path / "1", lines=True, **kw).meta["training"]
     assert facts["data"] == f"{a} + {b}"
     assert facts["sequences"] == n_train(Corpus.read([a, b], lines=True)) != n_train(Corpus.read([a, b]))
-    facts = train_tuned_lens(lens, j, out=tmp_path / "2", field="body", **kw).meta["training"]
+    one = {**kw, "batch_tokens": SEQ + 5}  # one sequence a step: batch_tokens rounds down to it
+    facts = train_tuned_lens(lens, j, out=tmp_path / "2", field="body", **one).meta["training"]
     assert facts["data"] == str(j) and facts["sequences"] == n_train(Corpus.read(j, field="body"))
+    assert facts["sequences_per_step"] == 1 and facts["batch_tokens"] == SEQ
     with pytest.raises(LogitLensError, match="has no field 'text'"):
         train_tuned_lens(lens, str(j), out=tmp_path / "3", **kw)
 
 
 # ---- one run, watched closely --------------------------------------------------------------------------
+TICK = 7 / 64
+
+
 class _Clock:
-    """time.perf_counter for the trainer: 1/64 s per call (exact in binary), from 100 s."""
+    """time.perf_counter for the trainer: 7/64 s per call (exact in binary), from 100 s."""
 
     def __init__(self):
-        self.t = 100.0 - 1 / 64
+        self.t = 100.0 - TICK
 
     def perf_counter(self) -> float:
-        self.t += 1 / 64
+        self.t += TICK
         return self.t
 
 
@@ -332,7 +390,7 @@ def test_a_run_records_its_settings_checkpoints_progress_and_facts(lens, corpus,
     assert [c["step"] for c in seen["saved"]] == [2, 4] and not (out / CHECKPOINT).exists()
     assert [c["next_sequence"] for c in seen["saved"]] == [6, 12]
     assert [c["losses"] for c in seen["saved"]] == [losses[:2], losses[:4]]
-    assert [c["seconds"] for c in seen["saved"]] == [2 / 64, 4 / 64]
+    assert [c["seconds"] for c in seen["saved"]] == [2 * TICK, 4 * TICK]
     train_ids = corpus.split("train", seed=3).sequences(lens.tokenizer, SEQ)
     settings = {
         "model": "tiny-llama", "unembed_hash": TunedLens.for_model(lens).meta["unembed_hash"], "data": "words",
@@ -348,9 +406,9 @@ def test_a_run_records_its_settings_checkpoints_progress_and_facts(lens, corpus,
     assert (group["momentum"], group["nesterov"], group["weight_decay"]) == (0.8, True, 0.01)
     assert len(group["params"]) == 2
 
-    # the progress bar: its arguments, and the status after each step (48 tokens per 1/64 s)
+    # the progress bar: its arguments, and the status after each step (48 tokens per 7/64 s)
     assert seen["bars"] == [(5, "steps", True, "train", 0)]
-    assert seen["status"] == [(1, f"loss {loss:.4f} nats · 3,072 tokens/s") for loss in losses]
+    assert seen["status"] == [(1, f"loss {loss:.4f} nats · 439 tokens/s") for loss in losses]
 
     val = corpus.split("validation", seed=3).sequences(lens.tokenizer, SEQ, max_sequences=3)
     assert val.shape[0] == 3  # 40 tokens: three sequences of 16, not two (the validation split has 5)
@@ -363,17 +421,22 @@ def test_a_run_records_its_settings_checkpoints_progress_and_facts(lens, corpus,
         **{k: v for k, v in settings.items() if k not in ("model", "unembed_hash", "data_hash")},
         "split": "train", "sequences_per_step": 3, "ranks": 1, "sequences_per_rank": 3, "micro_batch": 2,
         "grad_accumulation": 2, "tokens_seen": 5 * 3 * SEQ, "optimizer": "SGD, Nesterov momentum 0.8",
-        "final_loss": losses[-1], "losses": [round(x, 6) for x in losses], "seconds": round(5 / 64, 2),
-        "tokens_per_s": 3072.0, "device": "cpu",
+        "final_loss": losses[-1], "losses": [round(x, 6) for x in losses], "seconds": 0.55,
+        "tokens_per_s": 438.86, "device": "cpu",
         "recipe": "Belrose et al. 2023; defaults of the tuned-lens package (scripts/train_loop.py)",
         "held_out": held,
     }  # fmt: skip
     assert facts == want
+    ints = ("sequences", "seq_len", "batch_tokens", "sequences_per_step", "sequences_per_rank", "micro_batch")
+    assert all(type(facts[k]) is int for k in (*ints, "grad_accumulation", "tokens_seen", "ranks"))
     assert json.loads((out / "config.json").read_text())["training"] == want
 
 
 def test_interrupted_runs_name_their_last_checkpoint_and_resume_from_it(lens, corpus, tmp_path, monkeypatch):
-    kw = dict(steps=5, checkpoint_every=2, eval_tokens=0, seq_len=SEQ, batch_tokens=BATCH)
+    """Four steps, a checkpoint every two: Ctrl-C before any checkpoint names none; at step 4 (before its
+    checkpoint) names step 2; a resumed run starts its bar at 2 and, cut at step 3, still names step 2;
+    the last step writes no checkpoint."""
+    kw = dict(steps=4, checkpoint_every=2, eval_tokens=0, seq_len=SEQ, batch_tokens=BATCH)
     seen = _watched(monkeypatch)
 
     def stop_at(n):
@@ -390,12 +453,19 @@ def test_interrupted_runs_name_their_last_checkpoint_and_resume_from_it(lens, co
         train_tuned_lens(lens, corpus, out=tmp_path / "b", callback=stop_at(4), progress=False, **kw)
     assert info.value.step == 2 and info.value.out == tmp_path / "b"
     assert torch.load(tmp_path / "b" / CHECKPOINT, weights_only=True)["step"] == 2
-    seen["bars"].clear()
+    with pytest.raises(Interrupted) as info:
+        train_tuned_lens(
+            lens, corpus, out=tmp_path / "b", resume=True, callback=stop_at(3), progress=True, **kw
+        )
+    assert info.value.step == 2
     resumed = train_tuned_lens(lens, corpus, out=tmp_path / "b", resume=True, progress=True, **kw)
-    assert seen["bars"] == [(5, "steps", True, "train", 2)]  # the bar starts at the checkpoint's step
+    assert [c["step"] for c in seen["saved"]] == [2]
+    assert seen["bars"] == [(4, "steps", False, "train", 0)] * 2 + [(4, "steps", True, "train", 2)] * 2
     facts = resumed.meta["training"]
-    assert len(facts["losses"]) == 5 and facts["tokens_per_s"] == 3 * BATCH * 64 / 3
-    assert facts["seconds"] == round(2 / 64 + 3 / 64, 2)
+    assert len(facts["losses"]) == 4 and "held_out" not in facts
+    assert facts["tokens_per_s"] == round(2 * BATCH / (2 * TICK), 2) and facts["seconds"] == round(
+        4 * TICK, 2
+    )
 
 
 def test_overwrite_clears_the_folder_before_the_first_step(lens, corpus, tmp_path):
@@ -435,7 +505,8 @@ def test_a_validation_split_too_short_warns_at_the_callers_line(lens, tmp_path):
         "no held-out evaluation: the corpus is shorter than one sequence: the validation split of 'short' has "
         "14 tokens in 1 document(s), a sequence needs 16; lower --seq-len, add text, or use --split all"
     )
-    assert w.filename == __file__
+    # at the caller's line (stacklevel=3: here), not in logitlens, nor deeper in pytest
+    assert not w.filename.endswith("training.py") and "_pytest" not in w.filename
     assert tuned.meta["training"]["held_out"] is None
 
 
