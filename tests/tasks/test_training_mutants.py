@@ -5,6 +5,7 @@ the model's own hidden states, and the memory budget's batch sizes."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import random
@@ -75,22 +76,21 @@ def _translators(lens, seed: int = 0) -> TunedLens:
 
 
 def _reference_kl(lens, ids: torch.Tensor, tuned: TunedLens | None = None) -> torch.Tensor:
-    """(N, T, L) KL(p_final || p_row) in float64 from the model's own hidden states, norm and head."""
+    """(N, T, L) KL(p_final || p_row) in float64 from the model's own hidden states, norm and head (float64
+    copies: the shared model is left as it is)."""
     model = lens.model
-    norm, head = model.model.norm.double(), model.get_output_embeddings().double()
-    try:
-        with torch.no_grad():
-            out = model(ids, output_hidden_states=True)
-            final = torch.log_softmax(out.logits.double(), -1)  # (N, T, V)
-            kls = []
-            for j in range(lens.n_layers):
-                h = out.hidden_states[j].double()
-                if tuned is not None:
-                    h = h + h @ tuned.weight[j].double().T + tuned.bias[j].double()
-                logq = torch.log_softmax(head(norm(h)), -1)
-                kls.append((final.exp() * (final - logq)).sum(-1))
-    finally:
-        model.model.norm.float(), model.get_output_embeddings().float()
+    norm = copy.deepcopy(model.model.norm).double()
+    head = copy.deepcopy(model.get_output_embeddings()).double()
+    with torch.no_grad():
+        out = model(ids, output_hidden_states=True)
+        final = torch.log_softmax(out.logits.double(), -1)  # (N, T, V)
+        kls = []
+        for j in range(lens.n_layers):
+            h = out.hidden_states[j].double()
+            if tuned is not None:
+                h = h + h @ tuned.weight[j].double().T + tuned.bias[j].double()
+            logq = torch.log_softmax(head(norm(h)), -1)
+            kls.append((final.exp() * (final - logq)).sum(-1))
     return torch.stack(kls, -1)
 
 
@@ -257,12 +257,17 @@ def test_on_two_ranks_the_waits_are_named_and_ddp_wraps_the_translators(lens, co
 
 
 def test_a_single_process_names_its_waits_too(lens, corpus, tmp_path, monkeypatch):
-    """The same calls in one process (where they return at once), and the wait before the lens is saved."""
+    """The same calls in one process (where they return at once), and the wait before the lens is saved;
+    by default a progress bar is shown."""
     waits = []
     barrier = distributed.barrier
     monkeypatch.setattr(distributed, "barrier", lambda what: (waits.append(what), barrier(what)))
-    train_tuned_lens(lens, corpus, out=tmp_path / "a", steps=1, eval_tokens=0, **FAST)
+    seen = _watched(monkeypatch)
+    train_tuned_lens(
+        lens, corpus, out=tmp_path / "a", steps=1, eval_tokens=0, seq_len=SEQ, batch_tokens=BATCH
+    )
     assert waits == ["checking --out", "saving the lens"]
+    assert seen["bars"] == [(1, "steps", True, "train", 0)]
 
 
 @pytest.mark.parametrize("data", [42, [], ["a.txt", 3], None])
@@ -564,3 +569,14 @@ def test_schedule_with_a_warmup_of_all_but_one_step():
     factor = training._schedule(3, 2)
     assert [factor(s) for s in range(4)] == pytest.approx([1 / 3, 2 / 3, 1.0, 0.0], abs=1e-12)
     assert training._schedule(4, 4)(4) == 0.0
+
+
+def test_the_first_steps_loss_is_the_float64_mean_of_its_rows(lens, corpus, tmp_path):
+    """At the identity the first step's loss is the logit lens's KL on that step's sequences: summed per row
+    in float64 (the same decode as ``row_kl``), to float64 precision, not float32's."""
+    seen = []
+    train_tuned_lens(lens, corpus, out=tmp_path / "a", steps=1, eval_tokens=0,
+                     callback=lambda s, loss: seen.append(loss), **FAST)  # fmt: skip
+    ids = corpus.split("train", seed=0).sequences(lens.tokenizer, SEQ)
+    batch = ids[batch_indices(ids.shape[0], 0, BATCH // SEQ, seed=42)]
+    assert seen[0] == pytest.approx(float(row_kl(lens, batch).mean()), rel=1e-13)
