@@ -129,6 +129,7 @@ def test_data_order_is_the_documented_stream_of_seeded_epochs():
         ({"steps": True}, "steps (--steps) must be an integer of at least 1, got True"),
         ({"steps": 2.0}, "steps (--steps) must be an integer of at least 1, got 2.0"),
         ({"seq_len": 1}, "seq_len (--seq-len) must be an integer of at least 2, got 1"),
+        ({"seq_len": "16"}, "seq_len (--seq-len) must be an integer of at least 2, got '16'"),
         ({"batch_tokens": 0}, "batch_tokens (--batch-tokens) must be an integer of at least 1, got 0"),
         (
             {"checkpoint_every": 0},
@@ -317,6 +318,10 @@ def test_data_as_paths_lines_and_a_field(lens, tmp_path):
         return corpus.split("train", seed=0).sequences(lens.tokenizer, SEQ).shape[0]
 
     facts = train_tuned_lens(lens, [str(a), b], out=tmp_path / "1", lines=True, **kw).meta["training"]
+    with pytest.raises(
+        LogitLensError, match=r"the train split of '.*a\.txt' is empty: the corpus has 1 document"
+    ):
+        train_tuned_lens(lens, a, out=tmp_path / "0", **kw)  # a text file is one document unless lines=True
     assert facts["data"] == f"{a} + {b}"
     assert facts["sequences"] == n_train(Corpus.read([a, b], lines=True)) != n_train(Corpus.read([a, b]))
     one = {**kw, "batch_tokens": SEQ + 5}  # one sequence a step: batch_tokens rounds down to it
@@ -474,10 +479,12 @@ def test_interrupted_runs_name_their_last_checkpoint_and_resume_from_it(lens, co
 
 
 def test_overwrite_clears_the_folder_before_the_first_step(lens, corpus, tmp_path):
+    """A finished lens and a checkpoint (and no params.pt: a file to clear may be missing) are gone before
+    the first step; without --overwrite a run removes nothing that is not its own."""
     out = tmp_path / "lens"
     TunedLens.for_model(lens).save(out)
-    for name in ("params.pt", CHECKPOINT):
-        (out / name).write_bytes(b"old")
+    (out / CHECKPOINT).write_bytes(b"old")
+    assert not (out / "params.pt").exists()
 
     def stop(step, loss):
         raise KeyboardInterrupt
@@ -485,6 +492,11 @@ def test_overwrite_clears_the_folder_before_the_first_step(lens, corpus, tmp_pat
     with pytest.raises(Interrupted) as info:
         train_tuned_lens(lens, corpus, out=out, overwrite=True, steps=3, eval_tokens=0, callback=stop, **FAST)
     assert info.value.step is None and sorted(p.name for p in out.iterdir()) == []
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "params.pt").write_bytes(b"not ours")
+    train_tuned_lens(lens, corpus, out=other, steps=1, eval_tokens=0, **FAST)
+    assert sorted(p.name for p in other.iterdir()) == ["config.json", "params.pt", "translators.safetensors"]
 
 
 # ---- the held-out evaluation -----------------------------------------------------------------------------
