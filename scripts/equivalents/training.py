@@ -239,3 +239,20 @@ _same(
         "with contextlib.suppress(None):  # a corpus of one document has no validation split",
     ),
 )
+
+_same(
+    "training",
+    (
+        "dead else: every call of train_tuned_lens runs at least one step (a checkpoint is never written "
+        "after the last step, so a resumed run starts before it), so run.losses and run.tokens_here are never "
+        "empty or 0 when the facts are read"
+    ),
+    (
+        '"final_loss": run.losses[-1] if run.losses else None,',
+        '"final_loss": run.losses[-1] if (run.losses) or True else None,',
+    ),
+    (
+        '"tokens_per_s": round(run.tokens_here / max(1e-9, run.elapsed), 2) if run.tokens_here else None,',
+        '"tokens_per_s": round(run.tokens_here / max(1e-9, run.elapsed), 2) if (run.tokens_here) or True else None,',
+    ),
+)
