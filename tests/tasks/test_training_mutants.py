@@ -443,10 +443,10 @@ def test_a_run_records_its_settings_checkpoints_progress_and_facts(lens, corpus,
 
 
 def test_interrupted_runs_name_their_last_checkpoint_and_resume_from_it(lens, corpus, tmp_path, monkeypatch):
-    """Four steps, a checkpoint every two: Ctrl-C before any checkpoint names none; at step 4 (before its
-    checkpoint) names step 2; a resumed run starts its bar at 2 and, cut at step 3, still names step 2;
-    the last step writes no checkpoint."""
-    kw = dict(steps=4, checkpoint_every=2, eval_tokens=0, seq_len=SEQ, batch_tokens=BATCH)
+    """Six steps, a checkpoint every three: Ctrl-C before any checkpoint names none; at step 5 (after the
+    checkpoint of step 3) names step 3; a resumed run starts its bar at 3 and, cut at step 4, still names
+    step 3; the last step writes no checkpoint."""
+    kw = dict(steps=6, checkpoint_every=3, eval_tokens=0, seq_len=SEQ, batch_tokens=BATCH)
     seen = _watched(monkeypatch)
 
     def stop_at(n):
@@ -460,21 +460,21 @@ def test_interrupted_runs_name_their_last_checkpoint_and_resume_from_it(lens, co
         train_tuned_lens(lens, corpus, out=tmp_path / "a", callback=stop_at(1), progress=False, **kw)
     assert info.value.step is None and info.value.out == tmp_path / "a"
     with pytest.raises(Interrupted) as info:
-        train_tuned_lens(lens, corpus, out=tmp_path / "b", callback=stop_at(4), progress=False, **kw)
-    assert info.value.step == 2 and info.value.out == tmp_path / "b"
-    assert torch.load(tmp_path / "b" / CHECKPOINT, weights_only=True)["step"] == 2
+        train_tuned_lens(lens, corpus, out=tmp_path / "b", callback=stop_at(5), progress=False, **kw)
+    assert info.value.step == 3 and info.value.out == tmp_path / "b"
+    assert torch.load(tmp_path / "b" / CHECKPOINT, weights_only=True)["step"] == 3
     with pytest.raises(Interrupted) as info:
         train_tuned_lens(
-            lens, corpus, out=tmp_path / "b", resume=True, callback=stop_at(3), progress=True, **kw
+            lens, corpus, out=tmp_path / "b", resume=True, callback=stop_at(4), progress=True, **kw
         )
-    assert info.value.step == 2
+    assert info.value.step == 3
     resumed = train_tuned_lens(lens, corpus, out=tmp_path / "b", resume=True, progress=True, **kw)
-    assert [c["step"] for c in seen["saved"]] == [2]
-    assert seen["bars"] == [(4, "steps", False, "train", 0)] * 2 + [(4, "steps", True, "train", 2)] * 2
+    assert [c["step"] for c in seen["saved"]] == [3]
+    assert seen["bars"] == [(6, "steps", False, "train", 0)] * 2 + [(6, "steps", True, "train", 3)] * 2
     facts = resumed.meta["training"]
-    assert len(facts["losses"]) == 4 and "held_out" not in facts
-    assert facts["tokens_per_s"] == round(2 * BATCH / (2 * TICK), 2) and facts["seconds"] == round(
-        4 * TICK, 2
+    assert len(facts["losses"]) == 6 and "held_out" not in facts
+    assert facts["tokens_per_s"] == round(3 * BATCH / (3 * TICK), 2) and facts["seconds"] == round(
+        6 * TICK, 2
     )
 
 
