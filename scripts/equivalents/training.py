@@ -256,3 +256,21 @@ _same(
         '"tokens_per_s": round(run.tokens_here / max(1e-9, run.elapsed), 2) if (run.tokens_here) or True else None,',
     ),
 )
+
+_same(
+    "training",
+    'the argument given is the default: Corpus.split\'s split is "validation" by default',
+    (
+        'held_out = corpus.split("validation", seed=split_seed)',
+        "held_out = corpus.split(seed=split_seed)",
+    ),
+)
+
+_same(
+    "training",
+    DEVICE_ONLY,
+    (
+        '"wrapping the translators in DDP", lambda: DistributedDataParallel(run.module, device_ids=ids)',
+        '"wrapping the translators in DDP", lambda: DistributedDataParallel(run.module, device_ids=None)',
+    ),
+)

@@ -500,10 +500,19 @@ def test_overwrite_clears_the_folder_before_the_first_step(lens, corpus, tmp_pat
 
 
 # ---- the held-out evaluation -----------------------------------------------------------------------------
-def test_held_out_evaluation_uses_the_runs_dtype(lens, corpus, tmp_path):
-    tuned = train_tuned_lens(lens, corpus, out=tmp_path / "a", steps=1, eval_tokens=SEQ, dtype="bf16", **FAST)
+def test_bfloat16_trains_and_evaluates_under_autocast(lens, corpus, tmp_path):
+    """dtype="bf16": the first step's loss is the bf16-autocast decode of its sequences (not the fp32 one),
+    and the held-out KL of both lenses is evaluated in bf16 too."""
+    seen = []
+    tuned = train_tuned_lens(lens, corpus, out=tmp_path / "a", steps=1, eval_tokens=SEQ, dtype="bf16",
+                             callback=lambda s, loss: seen.append(loss), **FAST)  # fmt: skip
     facts = tuned.meta["training"]
     assert facts["dtype"] == "bfloat16"
+    ids = corpus.split("train", seed=0).sequences(lens.tokenizer, SEQ)
+    batch = ids[batch_indices(ids.shape[0], 0, BATCH // SEQ, seed=42)]
+    bf16_loss = float(row_kl(lens, batch, dtype="bfloat16").mean())
+    assert seen[0] == pytest.approx(bf16_loss, rel=1e-12)
+    assert seen[0] != pytest.approx(float(row_kl(lens, batch).mean()), rel=1e-7)
     val = corpus.split("validation", seed=0).sequences(lens.tokenizer, SEQ, max_sequences=1)
     for name, lens_ in (("kl_logit", None), ("kl_tuned", tuned)):
         bf16 = [round(float(x), 6) for x in row_kl(lens, val, lens_, next_token_only=True, dtype="bfloat16")]
