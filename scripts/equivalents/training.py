@@ -274,3 +274,25 @@ _same(
         '"wrapping the translators in DDP", lambda: DistributedDataParallel(run.module, device_ids=None)',
     ),
 )
+
+_same(
+    "training",
+    DEVICE_ONLY,
+    (
+        "dev = lens.input_device",
+        "dev = None",
+    ),
+)
+
+_same(
+    "training",
+    (
+        "every sequence keeps all its positions 0 .. T-1: a (T,) gather broadcasts against the backends' (B, 1) "
+        "batch index (hooks and nnsight both read h[batch (B, 1), gather]; a left-padding family's shift (B, 1) "
+        "broadcasts too) to the same (B, T) positions as the (B, T) gather"
+    ),
+    (
+        "gather = torch.arange(t).expand(b, t)",
+        "gather = torch.arange(t).expand(t)",
+    ),
+)
