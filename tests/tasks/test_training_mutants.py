@@ -560,6 +560,18 @@ def test_row_kl_equals_a_float64_decode_of_the_hidden_states(lens, ids):
     )
 
 
+def test_row_kl_on_a_family_that_reads_left_padding_from_the_ids():
+    """CPM-Ant prepends prompt tokens and reads its padding from the attention mask and the ids: the
+    trainer's capture hands it the all-ones mask of packed sequences, and the KL matches the lens's own."""
+    from logitlens import LogitLens
+    from tiny_models import build
+
+    cpm = LogitLens(build("cpmant"), None)
+    ids = torch.randint(5, 60, (2, 8), generator=torch.Generator().manual_seed(0))  # no pad id 0
+    want = cpm.run(ids, top_k=1).kl_to_final[:, : cpm.n_layers].double().mean(dim=(0, 2))
+    torch.testing.assert_close(row_kl(cpm, ids), want, rtol=1e-4, atol=1e-7)
+
+
 def test_row_kl_dtypes(lens, ids):
     fp32 = row_kl(lens, ids)
     for same in ("fp32", torch.float32, None):
