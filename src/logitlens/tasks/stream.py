@@ -411,14 +411,15 @@ def _file_fingerprint(path: Path) -> dict[str, Any]:
 
 # ---- joining the parts --------------------------------------------------------------------------------
 def _merged_header(files: list[Path]) -> dict[str, Any]:
-    """One result header for all parts (as ``codecs.header``): lists concatenated, vocab united."""
+    """One result header for all parts (as ``codecs.header``): per-prompt lists (answers too) concatenated,
+    vocab united."""
     merged: dict[str, Any] | None = None
     for file in files:
         head = read_parquet_header(file) or {}
         if merged is None:
             merged = head
             continue
-        for key in ("tokens", "input_ids", "prompts", "prompt_index"):
+        for key in ("tokens", "input_ids", "prompts", "prompt_index", "answers", "answer_ids"):
             merged[key] = list(merged.get(key) or []) + list(head.get(key) or [])
         merged["vocab"].update(head["vocab"])
         merged["shape"]["prompts"] += head["shape"]["prompts"]
