@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import shutil
+import warnings
 
 import numpy as np
 import pyarrow as pa
@@ -21,6 +22,7 @@ import torch
 
 from logitlens import LensResult, LogitLensError, TunedLens
 from logitlens.tasks import stream as stream_module
+from logitlens.tasks.distributed import Group
 from logitlens.tasks.stream import aggregate_table, fingerprint, parts_dir, stream
 
 # Prompts of several lengths (so batches differ in width), one with non-ASCII text.
@@ -113,6 +115,7 @@ def test_parquet_metadata_holds_the_merged_header_and_the_run_record(lens, parqu
     assert header["shape"]["prompts"] == 10
     widths = [h["shape"]["positions"] for h in heads]
     assert header["shape"]["positions"] == max(widths) and len(set(widths)) > 1
+    assert "café naïve".encode() in meta[b"logitlens"]  # the header is UTF-8 JSON, as to_arrow writes it
     record = json.loads(meta[b"logitlens_stream"])
     assert record == fingerprint(lens, PROMPTS, RUN, "parquet")
     back = LensResult.load(path)
@@ -271,6 +274,15 @@ def test_fingerprint_defaults_an_int_position_and_a_callable_without_a_name(lens
     assert fingerprint(lens, ["a"], {}, "parquet")["options"]["positions"] is None
 
 
+def test_fingerprint_of_a_multi_token_target_warns_nothing(lens):
+    """iter_run warns about a target of several tokens itself: the record is written without a warning,
+    and values JSON cannot hold are written as their text."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fp = fingerprint(lens, ["a"], {"targets": [" Paris Rome"], "answers": [np.array([3, 4])]}, "parquet")
+    assert fp["options"]["targets"] == [[" Paris", [395]]] and fp["options"]["answers"] == ["[3 4]"]
+
+
 def test_prompt_forms_give_the_same_run(lens):
     prompt_list = stream_module._prompt_list
     assert prompt_list("Paris") == ["Paris"]
@@ -301,12 +313,29 @@ def test_run_record_is_written_while_the_run_is_in_progress(lens, tmp_path):
     batches = _batches(lens, PROMPTS)
     for n in range(2):
         assert _same_table(pq.read_table(parts / f"part-{n:06d}.parquet"), batches[n].to_arrow())
+    (parts / "part-000002.parquet.tmp").write_bytes(b"PAR1 half a batch")
     with pytest.raises(LogitLensError) as err:
         stream(lens, PROMPTS, path, **OPTS)
     assert str(err.value) == (
         f"{parts} holds an interrupted run (6 of 10 prompts written): pass --resume (resume=True) to "
         "continue it, or delete that folder to start over"
     )
+    assert (parts / "part-000002.parquet.tmp").exists()  # a refused run deletes nothing
+
+
+def test_resume_deletes_unfinished_parts_before_it_runs(lens, tmp_path):
+    path = tmp_path / "r.parquet"
+    _interrupt(lens, path, PROMPTS, stop_after=2)
+    parts = parts_dir(path)
+    (parts / "part-000002.parquet.tmp").write_bytes(b"PAR1 half a batch")
+    (parts / "run.json.1.tmp").write_text("{", encoding="utf-8")
+    _interrupt(lens, path, PROMPTS, stop_after=1, resume=True)  # killed again after one more batch
+    assert sorted(p.name for p in parts.iterdir()) == [
+        "part-000000.parquet",
+        "part-000001.parquet",
+        "part-000002.parquet",
+        "run.json",
+    ]
 
 
 # ---- _check_same --------------------------------------------------------------------------------------
@@ -608,3 +637,231 @@ def test_progress_counts_prompts_and_starts_at_those_already_written(lens, tmp_p
     bars.opened.clear()
     stream(lens, PROMPTS[:2], tmp_path / "q.jsonl", **OPTS)
     assert bars.opened[0]["enabled"] is False and bars.opened[0]["description"] == "q.jsonl"
+
+
+# ---- ranks of a distributed run -----------------------------------------------------------------------
+def _parts_numbered_from_now(monkeypatch, parts) -> None:
+    """Ranks read the first free part number before any of them writes (a barrier sees to it); here, where
+    they run one after the other, the number is read once for all."""
+    base = stream_module._next_part(parts)
+    monkeypatch.setattr(stream_module, "_next_part", lambda folder: base)
+
+
+def _remapped(batches, index) -> list[pa.Table]:
+    """Each batch's table with its prompt_index mapped through ``index`` (positions -> prompt numbers)."""
+    return [b.replace(prompt_index=[index[j] for j in b.prompt_index]).to_arrow() for b in batches]
+
+
+def test_ranks_write_the_batches_one_process_forms(lens, parquet_run, tmp_path, monkeypatch):
+    """Batch b of the run goes to rank b mod 2 as part-r<rank>-<b>; the joined file is the one a single
+    process writes, line for line."""
+    path = tmp_path / "r.parquet"
+    parts = parts_dir(path)
+    fp = fingerprint(lens, PROMPTS, RUN, "parquet")
+    bars = _Bars()
+    monkeypatch.setattr(stream_module, "progress_bar", bars)
+    batches = _batches(lens, PROMPTS)
+    assert stream_module._global_batches(lens, PROMPTS, RUN) == [b.prompt_index for b in batches]
+    _parts_numbered_from_now(monkeypatch, parts)
+    for rank in (1, 0):
+        stream_module._run_share(lens, PROMPTS, list(range(10)), parts, fp, False, True, Group(rank, 2), RUN)
+    names = sorted(p.name for p in parts.iterdir())
+    assert names == [
+        "part-r0-000000.parquet",
+        "part-r0-000002.parquet",
+        "part-r1-000001.parquet",
+        "part-r1-000003.parquet",
+        "run.json",
+    ]
+    assert json.loads((parts / "run.json").read_text(encoding="utf-8")) == fp
+    for n, table in enumerate(_remapped(batches, list(range(10)))):
+        assert _same_table(pq.read_table(parts / f"part-r{n % 2}-{n:06d}.parquet"), table), n
+    share = [sum(len(batches[b].prompt_index) for b in range(r, 4, 2)) for r in (1, 0)]
+    assert bars.opened == [
+        {
+            "total": share[0],
+            "unit": "prompts",
+            "enabled": False,
+            "description": "r.parquet (rank 1 of 2)",
+            "completed": 0,
+        },
+        {
+            "total": share[1],
+            "unit": "prompts",
+            "enabled": True,
+            "description": "r.parquet (rank 0 of 2)",
+            "completed": 0,
+        },
+    ]
+    assert bars.advanced == [len(batches[b].prompt_index) for b in (1, 3, 0, 2)]
+    agg = stream(lens, PROMPTS, path, resume=True, **OPTS)
+    assert agg.attrs["resumed"] == 10 and not parts.exists()
+    assert _same_table(pq.read_table(path), pq.read_table(parquet_run[0]))
+
+
+def test_ranks_share_the_prompts_a_resumed_run_still_misses(lens, tmp_path, monkeypatch):
+    path = tmp_path / "r.parquet"
+    _interrupt(lens, path, PROMPTS, stop_after=1)
+    parts = parts_dir(path)
+    first = _batches(lens, PROMPTS)[0].prompt_index
+    remaining = [i for i in range(10) if i not in first]
+    fp = fingerprint(lens, PROMPTS, RUN, "parquet")
+    rest = _batches(lens, [PROMPTS[i] for i in remaining])
+    assert stream_module._global_batches(lens, [PROMPTS[i] for i in remaining], RUN) == [
+        b.prompt_index for b in rest
+    ]
+    _parts_numbered_from_now(monkeypatch, parts)
+    for rank in (1, 0):
+        stream_module._run_share(lens, PROMPTS, remaining, parts, fp, True, False, Group(rank, 2), RUN)
+    for b, table in enumerate(_remapped(rest, remaining)):
+        assert _same_table(pq.read_table(parts / f"part-r{b % 2}-{1 + b:06d}.parquet"), table), b
+    assert len(list(parts.glob("part-*.parquet"))) == 1 + len(rest)
+    # a rank with no batch writes nothing
+    stream_module._run_share(lens, PROMPTS, remaining, parts, fp, True, False, Group(7, 8), RUN)
+    assert len(list(parts.glob("part-*.parquet"))) == 1 + len(rest)
+    monkeypatch.undo()
+    agg = stream(lens, PROMPTS, path, resume=True, **OPTS)
+    assert agg.attrs["resumed"] == 10 and agg.attrs["lines"] == pq.read_metadata(path).num_rows
+
+
+def test_global_batches_are_longest_first_with_truncated_lengths(lens):
+    """Prompts longer than the context count as the context's length under ``truncate`` (ties keep their
+    order); ``batch_size`` defaults to the lens's."""
+    words = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
+    long = [" ".join(words * k) for k in (9, 7, 8)]  # 90, 70 and 80 words: all over 64 tokens
+    prompts = ["Paris", long[0], "hello world", long[1], long[2], "the city of Rome"]
+    lengths = [len(ids) for ids in lens.encode(prompts)[0]]
+    assert min(lengths[1], lengths[3], lengths[4]) > lens.context_length == 64
+    got = stream_module._global_batches(lens, prompts, {"truncate": True, "batch_size": 2})
+    assert got == [[1, 3], [4, 5], [2, 0]]
+    with pytest.warns(UserWarning, match="kept the last 64 of"):
+        assert got == [b.prompt_index for b in lens.iter_run(prompts, truncate=True, batch_size=2, top_k=1)]
+    assert stream_module._global_batches(lens, prompts, {"batch_size": 2}) == [[1, 4], [3, 5], [2, 0]]
+    assert lens.batch_size == 8
+    assert stream_module._global_batches(lens, prompts, {"truncate": True}) == [[1, 3, 4, 5, 2, 0]]
+
+
+class _Dist:
+    """Stands in for ``logitlens.tasks.distributed`` in ``stream``: records every call, and runs as the rank
+    ``group`` says, with ``shared`` as what rank 0 broadcasts."""
+
+    def __init__(self, group: Group, shared=None):
+        self.group, self.shared, self.calls = group, shared, []
+
+    @contextlib.contextmanager
+    def together(self, what):
+        self.calls.append(("together", what))
+        yield self.group
+
+    def agree(self, what, digest, fix):
+        self.calls.append(("agree", what, digest, fix))
+
+    def barrier(self, what):
+        self.calls.append(("barrier", what))
+
+    def broadcast_object(self, obj, what):
+        self.calls.append(("broadcast_object", what))
+        return obj if self.group.is_main else self.shared
+
+    def poll(self):
+        self.calls.append(("poll",))
+
+    def install(self, monkeypatch):
+        for name in ("together", "agree", "barrier", "broadcast_object", "poll"):
+            monkeypatch.setattr(stream_module.distributed, name, getattr(self, name))
+        return self
+
+
+AGREE = (
+    "agree",
+    "the prompts and options",
+    None,
+    "give every rank the same prompts file (a path every node sees) and the same options",
+)
+
+
+def test_ranks_check_and_wait_for_each_other_at_every_step(lens, tmp_path, monkeypatch):
+    dist = _Dist(Group()).install(monkeypatch)
+    path = tmp_path / "r.parquet"
+    agg = stream(lens, PROMPTS, path, **OPTS)
+    digest = hashlib.sha256(
+        json.dumps(fingerprint(lens, PROMPTS, RUN, "parquet"), sort_keys=True).encode()
+    ).hexdigest()
+    agree = (*AGREE[:2], digest, AGREE[3])
+    assert dist.calls == [
+        ("together", "the streamed run"),
+        agree,
+        ("barrier", "checking the parts folder"),
+        ("barrier", "cleaning the parts folder"),
+        ("barrier", "reading the finished parts"),
+        *[("poll",)] * 4,
+        ("barrier", "waiting for every rank's parts"),
+        ("broadcast_object", "sharing the joined file's aggregate"),
+    ]
+    assert 0 < agg.attrs["seconds"] < 600
+    dist.calls.clear()
+    stream(lens, PROMPTS, path, resume=True, **OPTS)
+    assert dist.calls == [("together", "the streamed run"), agree, ("barrier", "reading the finished file")]
+
+
+def test_a_rank_other_than_0_writes_its_parts_and_returns_rank_0s_aggregate(
+    lens, parquet_run, tmp_path, monkeypatch
+):
+    """Rank 1 of 2 writes the parts of batches 1 and 3 only, cleans nothing (rank 0 does), joins nothing,
+    and returns the aggregate rank 0 broadcasts."""
+    path = tmp_path / "r.parquet"
+    parts = parts_dir(path)
+    parts.mkdir()
+    (parts / "part-r0-000000.parquet.tmp").write_bytes(b"rank 0 writing")
+    shared = parquet_run[1].copy()
+    _Dist(Group(1, 2), shared).install(monkeypatch)
+    renamed = []
+    real_replace = stream_module.os.replace
+
+    def replace(src, dst):
+        renamed.append((src.name, dst.name))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(stream_module.os, "replace", replace)
+    agg = stream(lens, PROMPTS, path, **OPTS)
+    monkeypatch.setattr(stream_module.os, "replace", real_replace)
+    assert renamed == [  # each rank writes run.json through a file of its own
+        ("run.json.1.tmp", "run.json"),
+        ("part-r1-000001.parquet.tmp", "part-r1-000001.parquet"),
+        ("part-r1-000003.parquet.tmp", "part-r1-000003.parquet"),
+    ]
+    assert agg is shared and agg.attrs["resumed"] == 0 and agg.attrs["prompts"] == 10
+    assert not path.exists()
+    assert sorted(p.name for p in parts.iterdir()) == [
+        "part-r0-000000.parquet.tmp",
+        "part-r1-000001.parquet",
+        "part-r1-000003.parquet",
+        "run.json",
+    ]
+
+
+def test_an_upper_case_suffix_is_the_same_format(lens, tmp_path):
+    path = tmp_path / "R.PARQUET"
+    stream(lens, PROMPTS[:4], path, **OPTS)
+    assert pq.ParquetFile(path).num_row_groups == 2  # Parquet, not JSON Lines
+    assert json.loads(pq.read_schema(path).metadata[b"logitlens_stream"])["output"] == "parquet"
+    again = stream(lens, PROMPTS[:4], path, resume=True, **OPTS)  # its record is checked, not refused
+    assert again.attrs["resumed"] == 4
+    jsonl = tmp_path / "R.JSONL"
+    stream(lens, PROMPTS[:4], jsonl, **OPTS)
+    assert json.loads(jsonl.read_text(encoding="utf-8").splitlines()[0])["prompt_index"] in range(4)
+
+
+def test_accuracy_counts_the_top_1_hits(lens, tmp_path):
+    """Greedy continuations: the output row's top-1 is the next token of most cells (11 of 14)."""
+    ids = [5]
+    for _ in range(7):
+        res = lens.run([ids], top_k=2)
+        ids.append(int(res.top_ids[0, -1, len(ids) - 1, 0]))
+    prompts = [ids, ids[:5], [7, 9, 11, 13]]
+    path = tmp_path / "g.parquet"
+    agg = stream(lens, prompts, path, **{**OPTS, "top_k": 2})
+    ref = _reference_aggregate(pq.read_table(path), ["p( Paris)", "p( Rome)"])
+    assert ref["accuracy"][-1] == 11 / 14 and ref["predictions"][-1] == 14
+    np.testing.assert_allclose(agg["accuracy"], ref["accuracy"], rtol=1e-12)
+    np.testing.assert_allclose(agg["accuracy_se"], ref["accuracy_se"], rtol=1e-9)
