@@ -865,3 +865,66 @@ def test_accuracy_counts_the_top_1_hits(lens, tmp_path):
     assert ref["accuracy"][-1] == 11 / 14 and ref["predictions"][-1] == 14
     np.testing.assert_allclose(agg["accuracy"], ref["accuracy"], rtol=1e-12)
     np.testing.assert_allclose(agg["accuracy_se"], ref["accuracy_se"], rtol=1e-9)
+
+
+@pytest.mark.parametrize("suffix", ["parquet", "jsonl"])
+def test_batches_without_answers_join_those_with_answers(lens, tmp_path, suffix):
+    """A batch whose prompts have no answer has no answer columns of its own: in the joined file its lines
+    hold what a prompt without an answer holds in a batch with answers (null, NaN, rank -1)."""
+    prompts = ["Paris Rome", "hello world the city", "one two", "lens final"]
+    answers = [None, " Paris", None, " Rome"]
+    path = tmp_path / f"a.{suffix}"
+    agg = stream(lens, prompts, path, progress=False, top_k=2, batch_size=1, answers=answers)
+    want = lens.run(prompts, top_k=2, batch_size=1, answers=answers).to_arrow()
+    if suffix == "parquet":
+        got = pq.read_table(path)
+        assert got.schema.names == want.schema.names and got.schema.names[-4:] == [
+            "answer",
+            "answer_logprob",
+            "p(answer)",
+            "rank(answer)",
+        ]
+        assert _same_table(got.sort_by("prompt_index"), want)
+        back = LensResult.load(path)
+        order = [back.prompt_index.index(i) for i in range(4)]
+        assert [back.answers[j] for j in order] == answers
+        assert [int(back.answer_ranks[j, -1]) for j in order][::2] == [-1, -1]
+    else:
+        lines = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
+        assert len(lines) == want.num_rows == agg.attrs["lines"]
+        rows = sorted(lines, key=lambda r: r["prompt_index"])
+        for got, row in zip(rows, want.to_pylist(), strict=True):
+            assert list(got) == list(row)
+            assert got["answer"] == row["answer"] and got["rank(answer)"] == row["rank(answer)"]
+            if row["answer"] is None:
+                assert got["answer_logprob"] is None and got["rank(answer)"] == -1
+
+
+def test_aggregate_of_a_file_without_a_layer_count_or_target_columns(lens, tmp_path):
+    """A result header may lack ``meta.n_layers`` and ``per_target_columns`` (``LensResult.load`` accepts
+    that): depth then counts blocks as if there were one layer, and no ``p(target)`` column is averaged."""
+    table = lens.run(PROMPTS[:3], top_k=2, targets=[" Paris"]).to_arrow()
+    head = json.loads(table.schema.metadata[b"logitlens"])
+    del head["meta"]["n_layers"], head["per_target_columns"]
+    path = tmp_path / "bare.parquet"
+    pq.write_table(table.replace_schema_metadata({b"logitlens": json.dumps(head)}), path)
+    agg = aggregate_table(path)
+    assert agg["depth"].tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert not any(c.startswith("p(") for c in agg.columns)
+    np.testing.assert_allclose(agg["entropy"], table.to_pandas().groupby("row")["entropy"].mean(), rtol=1e-6)
+
+
+def test_fingerprint_of_a_lens_that_is_not_a_lens_names_its_type(lens, tmp_path):
+    """The record names what was given; the run itself refuses it with iter_run's message."""
+    assert fingerprint(lens, ["a"], {"lens": "tuned"}, "parquet")["options"]["lens"] == "str"
+    with pytest.raises(LogitLensError, match="^lens must be a logitlens.Lens, got str$"):
+        stream(lens, ["a"], tmp_path / "r.parquet", lens="tuned", **OPTS)
+
+
+def test_progress_is_shown_by_default(lens, tmp_path, monkeypatch):
+    bars = _Bars()
+    monkeypatch.setattr(stream_module, "progress_bar", bars)
+    stream(lens, ["Paris"], tmp_path / "r.parquet", top_k=1)
+    assert bars.opened == [
+        {"total": 1, "unit": "prompts", "enabled": True, "description": "r.parquet", "completed": 0}
+    ]

@@ -53,6 +53,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import math
 import os
 import re
 import shutil
@@ -441,6 +442,8 @@ def _finish(path: Path, parts: Path, fp: dict[str, Any], n_prompts: int) -> pd.D
     if len(held) != n_prompts or sorted(held) != list(range(n_prompts)):
         raise LogitLensError(f"{parts} does not hold every prompt exactly once; delete it to start over")
     agg, targets = _aggregate_for(header)
+    # a batch whose prompts have no answer has no answer columns: the file takes those of a batch that has
+    widest = max((pq.read_schema(file) for file in files), key=len)
     tmp = path.with_name(path.name + ".tmp")
     schema: pa.Schema | None = None
     writer = None
@@ -451,11 +454,11 @@ def _finish(path: Path, parts: Path, fp: dict[str, Any], n_prompts: int) -> pd.D
                 table = pq.read_table(file)
                 if schema is None:
                     meta = {HEADER_KEY: json.dumps(header, ensure_ascii=False), STREAM_KEY: json.dumps(fp)}
-                    schema = table.schema.with_metadata(meta)
+                    schema = widest.with_metadata(meta)
                     if path.suffix.lower() == ".parquet":
                         writer = pq.ParquetWriter(out, schema, compression="zstd")
                 if not table.schema.equals(schema, check_metadata=False):
-                    table = table.cast(schema.remove_metadata())
+                    table = _conform(table, schema.remove_metadata())
                 fold_table(agg, table, targets)
                 lines += table.num_rows
                 if writer is not None:
@@ -473,6 +476,23 @@ def _finish(path: Path, parts: Path, fp: dict[str, Any], n_prompts: int) -> pd.D
     df = _frame(agg)
     df.attrs["lines"] = lines
     return df
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with the columns of ``schema``; a missing (answer) column holds what a prompt without an
+    answer has: null text, NaN, rank -1."""
+    import pyarrow as pa
+
+    columns = []
+    for field in schema:
+        if field.name in table.column_names:
+            columns.append(table.column(field.name))
+            continue
+        fill = (
+            -1 if pa.types.is_integer(field.type) else math.nan if pa.types.is_floating(field.type) else None
+        )
+        columns.append(pa.array([fill] * table.num_rows, type=field.type))
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def _json_lines(table: pa.Table) -> bytes:
