@@ -76,3 +76,60 @@ _same(
     "json.dumps reads ensure_ascii for its truth value: None writes the header's UTF-8 text as False does",
     (_META, _META.replace("ensure_ascii=False", "ensure_ascii=None")),
 )
+
+_same(
+    "stream",
+    "RowAggregate.add converts the values to float64 and the rows to int64 itself, so the dtype asked of numpy "
+    "here changes no number",
+    (
+        "return np.asarray(table.column(name).to_numpy(), dtype=np.float64)",
+        "return np.asarray(table.column(name).to_numpy(), dtype=None)",
+    ),
+    (
+        "return np.asarray(table.column(name).to_numpy(), dtype=np.float64)",
+        "return np.asarray(table.column(name).to_numpy(), )",
+    ),
+    (
+        'row = np.asarray(table.column("row").to_numpy(), dtype=np.int64)',
+        'row = np.asarray(table.column("row").to_numpy(), dtype=None)',
+    ),
+    (
+        'row = np.asarray(table.column("row").to_numpy(), dtype=np.int64)',
+        'row = np.asarray(table.column("row").to_numpy(), )',
+    ),
+)
+
+_same(
+    "stream",
+    "_start's only caller passes the rank, so the default is never used",
+    (
+        "def _start(parts: Path, fp: dict[str, Any], rank: int = 0) -> None:",
+        "def _start(parts: Path, fp: dict[str, Any], rank: int = 1) -> None:",
+    ),
+)
+
+_UNLINK = "tmp.unlink(missing_ok=True)"
+_same(
+    "stream",
+    "the *.tmp file was just listed by glob and nothing else deletes it meanwhile (only rank 0 cleans, between "
+    "barriers), so unlink never finds it missing",
+    (_UNLINK, "tmp.unlink(missing_ok=None)"),
+    (_UNLINK, "tmp.unlink(missing_ok=False)"),
+)
+
+_COLUMN = 'column = pq.read_table(file, columns=["prompt_index"]).column(0)'
+_same(
+    "stream",
+    "memory only: prompt_index is the first column of every part (to_arrow's order), so reading every column "
+    "and taking the first gives the same column",
+    (_COLUMN, "column = pq.read_table(file, columns=None).column(0)"),
+    (_COLUMN, "column = pq.read_table(file, ).column(0)"),
+)
+
+_CHAT = 'prompts, chat=run_kwargs.get("chat", False), prepend_bos=run_kwargs.get("prepend_bos")'
+_same(
+    "stream",
+    "chat not given: encode tests `if chat`, and None is false as False is (chat=True given is tested)",
+    (_CHAT, _CHAT.replace('get("chat", False)', 'get("chat", None)')),
+    (_CHAT, _CHAT.replace('get("chat", False)', 'get("chat", )')),
+)

@@ -7,12 +7,14 @@ the progress bar's counts, and the parts that ranks of a distributed run write.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import hashlib
 import json
 import math
 import shutil
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -20,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from logitlens import LensResult, LogitLensError, TunedLens
+from logitlens import LensResult, LogitLens, LogitLensError, TunedLens
 from logitlens.tasks import stream as stream_module
 from logitlens.tasks.distributed import Group
 from logitlens.tasks.stream import aggregate_table, fingerprint, parts_dir, stream
@@ -289,7 +291,9 @@ def test_prompt_forms_give_the_same_run(lens):
     assert prompt_list(torch.tensor([3, 4])) == [[3, 4]]
     assert prompt_list(torch.tensor([[3, 4], [5, 6]])) == [[3, 4], [5, 6]]
     assert prompt_list([3, 4]) == [[3, 4]]
-    assert prompt_list(("a", (3, 4), torch.tensor([5, 6]))) == ["a", [3, 4], [5, 6]]
+    mixed = prompt_list(("a", (3, 4), torch.tensor([5, 6])))
+    assert json.dumps(mixed) == json.dumps(["a", [3, 4], [5, 6]]) and type(mixed[1]) is list
+    assert parts_dir("out/r.parquet") == Path("out/r.parquet.parts")
     for bad in (5, b"ab", [], ()):
         with pytest.raises(
             LogitLensError, match=r"^prompts must be a non-empty list of strings or of token-id lists$"
@@ -928,3 +932,20 @@ def test_progress_is_shown_by_default(lens, tmp_path, monkeypatch):
     assert bars.opened == [
         {"total": 1, "unit": "prompts", "enabled": True, "description": "r.parquet", "completed": 0}
     ]
+
+
+def test_global_batches_count_the_chat_template_and_the_bos_token(lens):
+    """Ranks batch on the lengths iter_run sees: with chat=True or prepend_bos=True every prompt is longer,
+    and under ``truncate`` two prompts then tie at the context length (and keep their order)."""
+    tok = copy.deepcopy(lens.tokenizer)
+    tok.bos_token = "<|endoftext|>"
+    tok.chat_template = "{% for m in messages %}[{{ m['content'] }}]{% endfor %}"
+    chatty = LogitLens(lens.model, tok, name="tiny-chat")
+    prompts = ["one" + " one" * 31, "one" + " one" * 32]
+    assert [len(ids) for ids in chatty.encode(prompts)[0]] == [63, 65]
+    for extra, want in (({}, [[1], [0]]), ({"prepend_bos": True}, [[0], [1]]), ({"chat": True}, [[0], [1]])):
+        opts = {"truncate": True, "batch_size": 1, **extra}
+        assert stream_module._global_batches(chatty, prompts, opts) == want, extra
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # kept the last 64 tokens
+            assert [b.prompt_index for b in chatty.iter_run(prompts, top_k=1, **opts)] == want, extra
