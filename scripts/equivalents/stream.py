@@ -133,3 +133,16 @@ _same(
     (_CHAT, _CHAT.replace('get("chat", False)', 'get("chat", None)')),
     (_CHAT, _CHAT.replace('get("chat", False)', 'get("chat", )')),
 )
+
+_WRITE = 'tmp.write_text(json.dumps(fp, indent=1), encoding="utf-8")'
+_READ = 'return json.loads(file.read_text(encoding="utf-8"))'
+_same(
+    "stream",
+    "run.json is json.dumps's text with its default ensure_ascii=True: pure ASCII, so it is written and read "
+    "alike in UTF-8 and in whatever encoding the locale gives",
+    (_WRITE, _WRITE.replace('encoding="utf-8"', "encoding=None")),
+    (_WRITE, _WRITE.replace(', encoding="utf-8")', ", )")),
+    (_WRITE, _WRITE.replace('"utf-8"', '"UTF-8"')),
+    (_READ, _READ.replace('encoding="utf-8"', "encoding=None")),
+    (_READ, _READ.replace('"utf-8"', '"UTF-8"')),
+)
