@@ -155,3 +155,12 @@ _same(
     (_FILL, _FILL.replace("type=field.type", "type=None")),
     (_FILL, _FILL.replace(", type=field.type)", ", )")),
 )
+
+_same(
+    "stream",
+    "every call of _done passes clean, so the default is never used",
+    (
+        "def _done(parts: Path, *, clean: bool = True) -> set[int]:",
+        "def _done(parts: Path, *, clean: bool = False) -> set[int]:",
+    ),
+)
