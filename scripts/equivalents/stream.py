@@ -164,3 +164,23 @@ _same(
         "def _done(parts: Path, *, clean: bool = False) -> set[int]:",
     ),
 )
+
+_CLEAN = "_done(parts, clean=True)  # deletes unfinished *.tmp parts"
+_same(
+    "stream",
+    "clean=True is _done's default",
+    (_CLEAN, "_done(parts, )  # deletes unfinished *.tmp parts"),
+)
+_DONE = "done = _done(parts, clean=False) if recorded is not None else set()"
+_same(
+    "stream",
+    "_done tests `if clean`: None is false as False is",
+    (_DONE, _DONE.replace("clean=False", "clean=None")),
+)
+_same(
+    "stream",
+    "this read runs after rank 0 has deleted every *.tmp (the line before, between two barriers) and before any "
+    "rank writes a part (the next barrier), so cleaning again finds nothing to delete",
+    (_DONE, _DONE.replace("clean=False", "clean=True")),
+    (_DONE, _DONE.replace("_done(parts, clean=False)", "_done(parts, )")),
+)
