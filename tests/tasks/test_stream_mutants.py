@@ -114,9 +114,9 @@ def test_parquet_metadata_holds_the_merged_header_and_the_run_record(lens, parqu
         vocab.update(h["vocab"])
     assert list(header["vocab"]) == sorted(vocab, key=int) and header["vocab"] == vocab
     assert sorted(vocab, key=int) != sorted(vocab)  # the order by id is not the order of the strings
-    assert header["shape"]["prompts"] == 10
     widths = [h["shape"]["positions"] for h in heads]
-    assert header["shape"]["positions"] == max(widths) and len(set(widths)) > 1
+    assert header["shape"] == {"prompts": 10, "rows": 4, "positions": max(widths)} and len(set(widths)) > 1
+    assert list(header) == list(heads[0]) and header["meta"] == heads[0]["meta"]  # the same fields, no other
     assert "café naïve".encode() in meta[b"logitlens"]  # the header is UTF-8 JSON, as to_arrow writes it
     record = json.loads(meta[b"logitlens_stream"])
     assert record == fingerprint(lens, PROMPTS, RUN, "parquet")
