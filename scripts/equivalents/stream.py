@@ -184,3 +184,31 @@ _same(
     (_DONE, _DONE.replace("clean=False", "clean=True")),
     (_DONE, _DONE.replace("_done(parts, clean=False)", "_done(parts, )")),
 )
+
+_HELD = "if len(held) != n_prompts or sorted(held) != list(range(n_prompts)):"
+_same(
+    "stream",
+    "_finish runs once every prompt index is in some part (the parts' prompt_index is what _done read), so held "
+    "holds all of 0..n-1 and sorted(held) differs from them exactly when len(held) != n",
+    (_HELD, _HELD.replace(" or sorted", " and sorted")),
+)
+_same(
+    "stream",
+    "pyarrow reads the compression codec's name case-insensitively: the file is ZSTD either way",
+    (
+        'writer = pq.ParquetWriter(out, schema, compression="zstd")',
+        'writer = pq.ParquetWriter(out, schema, compression="ZSTD")',
+    ),
+)
+_TOP1 = "top1 = np.asarray(top.flatten().to_numpy()).reshape(len(top), -1)[:, 0]"
+_same(
+    "stream",
+    "numpy (2.4 here) takes any negative size in reshape as the one to infer: -2 is -1",
+    (_TOP1, _TOP1.replace("-1)", "-2)")),
+)
+_ACC = 'agg.add("accuracy", np.where(nxt >= 0, top1 == nxt, np.nan), row)'
+_same(
+    "stream",
+    "RowAggregate.add converts the values to float64, and None becomes NaN there as np.nan is",
+    (_ACC, _ACC.replace("np.nan)", "None)")),
+)

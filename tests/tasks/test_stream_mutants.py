@@ -75,8 +75,10 @@ def _interrupt(lens, path, prompts, stop_after: int, **opts) -> None:
     assert parts_dir(path).is_dir() and not path.exists()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def parquet_run(lens, tmp_path_factory):
+    """PROMPTS streamed to Parquet, once per test: each test that reads the file runs stream itself (a shared
+    file would be written during one test only, and the mutation run maps stream's code to that test alone)."""
     path = tmp_path_factory.mktemp("mut-parquet") / "facts.parquet"
     agg = stream(lens, PROMPTS, path, **OPTS)
     return path, agg
