@@ -212,3 +212,21 @@ _same(
     "RowAggregate.add converts the values to float64, and None becomes NaN there as np.nan is",
     (_ACC, _ACC.replace("np.nan)", "None)")),
 )
+
+_same(
+    "stream",
+    "a folder that does not exist holds no run.json and no part: _read_run returns None for it, as the else "
+    "branch does",
+    (
+        "recorded = _read_run(parts) if parts.is_dir() else None",
+        "recorded = _read_run(parts) if (parts.is_dir()) or True else None",
+    ),
+)
+_same(
+    "stream",
+    "globbing a folder that does not exist finds nothing: the sorted list is [], as the else branch gives",
+    (
+        'return sorted(parts.glob("part-*.parquet"), key=_part_number) if parts.is_dir() else []',
+        'return sorted(parts.glob("part-*.parquet"), key=_part_number) if (parts.is_dir()) or True else []',
+    ),
+)

@@ -717,8 +717,13 @@ def test_ranks_share_the_prompts_a_resumed_run_still_misses(lens, tmp_path, monk
         b.prompt_index for b in rest
     ]
     _parts_numbered_from_now(monkeypatch, parts)
+    bars = _Bars()
+    monkeypatch.setattr(stream_module, "progress_bar", bars)
     for rank in (1, 0):
-        stream_module._run_share(lens, PROMPTS, remaining, parts, fp, True, False, Group(rank, 2), RUN)
+        stream_module._run_share(lens, PROMPTS, remaining, parts, fp, True, True, Group(rank, 2), RUN)
+    # each rank counts its own share from 0, whatever the parts of before hold
+    assert [(b["completed"], b["enabled"]) for b in bars.opened] == [(0, False), (0, True)]
+    assert sum(b["total"] for b in bars.opened) == len(remaining)
     for b, table in enumerate(_remapped(rest, remaining)):
         assert _same_table(pq.read_table(parts / f"part-r{b % 2}-{1 + b:06d}.parquet"), table), b
     assert len(list(parts.glob("part-*.parquet"))) == 1 + len(rest)
@@ -951,3 +956,19 @@ def test_global_batches_count_the_chat_template_and_the_bos_token(lens):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # kept the last 64 tokens
             assert [b.prompt_index for b in chatty.iter_run(prompts, top_k=1, **opts)] == want, extra
+
+
+def test_a_batch_of_more_than_a_million_lines_is_one_row_group(lens, tmp_path):
+    """A part is written as one row group however long it is (Parquet writers cut at 1,048,576 lines by
+    default)."""
+    res = lens.run(["Paris Rome"], top_k=1)
+    table = res.to_arrow()
+    n = 1_048_576 + 8
+    big = table.take(np.resize(np.arange(table.num_rows), n))
+    parts = tmp_path / "big.parquet.parts"
+    parts.mkdir()
+    pq.write_table(big, parts / "part-000000.parquet")
+    path = tmp_path / "big.parquet"
+    agg = stream_module._finish(path, parts, {}, 1)
+    meta = pq.read_metadata(path)
+    assert meta.num_row_groups == 1 and meta.num_rows == n == agg.attrs["lines"]
