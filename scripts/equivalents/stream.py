@@ -230,3 +230,23 @@ _same(
         'return sorted(parts.glob("part-*.parquet"), key=_part_number) if (parts.is_dir()) or True else []',
     ),
 )
+
+_same(
+    "stream",
+    "without a run record the parts folder never existed or rank 0 has just removed it: _done finds no part "
+    "there and returns the empty set, as the else branch does",
+    (_DONE, "done = _done(parts, clean=False) if (recorded is not None) or True else set()"),
+)
+_same(
+    "stream",
+    'lstrip takes a set of characters: "XX.XX" strips "." and "X", and a lower-cased suffix is "." then '
+    '"parquet" or "jsonl", which hold no "X"',
+    ('fmt = path.suffix.lower().lstrip(".")', 'fmt = path.suffix.lower().lstrip("XX.XX")'),
+)
+_SHARE = "_run_share(lens, plist, remaining, parts, fp, recorded is not None, progress, group, run_kwargs)"
+_same(
+    "stream",
+    "started=None writes run.json again when a run is resumed, with the record _check_same has just found equal "
+    "to it (format, version, output, prompts, options and model are all it holds): the same file",
+    (_SHARE, _SHARE.replace("recorded is not None", "None")),
+)

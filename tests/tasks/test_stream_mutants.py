@@ -495,6 +495,12 @@ def test_resume_of_a_finished_file_recomputes_the_aggregate_only(lens, parquet_r
         "seconds": 0.0,
     }
     assert again.equals(first)
+    with pytest.raises(LogitLensError) as err:
+        stream(lens, PROMPTS, path, resume=True, **{**OPTS, "top_k": 4})
+    assert str(err.value) == (
+        f"cannot resume {path}: it was written with top_k=3, now top_k=4; give the same prompts and options, or "
+        "write to another file without --resume"
+    )
 
 
 def test_a_finished_file_is_kept_or_replaced(lens, tmp_path):
