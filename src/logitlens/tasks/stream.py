@@ -53,6 +53,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import math
 import os
 import re
 import shutil
@@ -411,14 +412,15 @@ def _file_fingerprint(path: Path) -> dict[str, Any]:
 
 # ---- joining the parts --------------------------------------------------------------------------------
 def _merged_header(files: list[Path]) -> dict[str, Any]:
-    """One result header for all parts (as ``codecs.header``): lists concatenated, vocab united."""
+    """One result header for all parts (as ``codecs.header``): per-prompt lists (answers too) concatenated,
+    vocab united."""
     merged: dict[str, Any] | None = None
     for file in files:
         head = read_parquet_header(file) or {}
         if merged is None:
             merged = head
             continue
-        for key in ("tokens", "input_ids", "prompts", "prompt_index"):
+        for key in ("tokens", "input_ids", "prompts", "prompt_index", "answers", "answer_ids"):
             merged[key] = list(merged.get(key) or []) + list(head.get(key) or [])
         merged["vocab"].update(head["vocab"])
         merged["shape"]["prompts"] += head["shape"]["prompts"]
@@ -440,6 +442,8 @@ def _finish(path: Path, parts: Path, fp: dict[str, Any], n_prompts: int) -> pd.D
     if len(held) != n_prompts or sorted(held) != list(range(n_prompts)):
         raise LogitLensError(f"{parts} does not hold every prompt exactly once; delete it to start over")
     agg, targets = _aggregate_for(header)
+    # a batch whose prompts have no answer has no answer columns: the file takes those of a batch that has
+    widest = max((pq.read_schema(file) for file in files), key=len)
     tmp = path.with_name(path.name + ".tmp")
     schema: pa.Schema | None = None
     writer = None
@@ -450,11 +454,11 @@ def _finish(path: Path, parts: Path, fp: dict[str, Any], n_prompts: int) -> pd.D
                 table = pq.read_table(file)
                 if schema is None:
                     meta = {HEADER_KEY: json.dumps(header, ensure_ascii=False), STREAM_KEY: json.dumps(fp)}
-                    schema = table.schema.with_metadata(meta)
+                    schema = widest.with_metadata(meta)
                     if path.suffix.lower() == ".parquet":
                         writer = pq.ParquetWriter(out, schema, compression="zstd")
                 if not table.schema.equals(schema, check_metadata=False):
-                    table = table.cast(schema.remove_metadata())
+                    table = _conform(table, schema.remove_metadata())
                 fold_table(agg, table, targets)
                 lines += table.num_rows
                 if writer is not None:
@@ -472,6 +476,23 @@ def _finish(path: Path, parts: Path, fp: dict[str, Any], n_prompts: int) -> pd.D
     df = _frame(agg)
     df.attrs["lines"] = lines
     return df
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with the columns of ``schema``; a missing (answer) column holds what a prompt without an
+    answer has: null text, NaN, rank -1."""
+    import pyarrow as pa
+
+    columns = []
+    for field in schema:
+        if field.name in table.column_names:
+            columns.append(table.column(field.name))
+            continue
+        fill = (
+            -1 if pa.types.is_integer(field.type) else math.nan if pa.types.is_floating(field.type) else None
+        )
+        columns.append(pa.array([fill] * table.num_rows, type=field.type))
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def _json_lines(table: pa.Table) -> bytes:
