@@ -95,7 +95,7 @@ def _reference_training(lens, corpus, steps, *, lr, momentum, weight_decay, clip
             logq = torch.log_softmax(head(norm(h + h @ w[j].T + b[j])).float(), -1)
             loss = loss + (p * (final - logq)).sum(-1).mean()
         opt.zero_grad()
-        loss.backward()
+        loss.backward(inputs=[w, b])  # the shared model's parameters get no .grad
         torch.nn.utils.clip_grad_norm_([w, b], clip)
         opt.step()
         sched.step()
