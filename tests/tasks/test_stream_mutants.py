@@ -387,7 +387,12 @@ FIX = "give the same prompts and options, or write to another file without --res
         ),
         (
             _record(options={"top_k": 3, "positions": None, "zz": 1}),
-            f"it was written with zz=1, now zz=None; {FIX}",
+            f"it was written with zz=1, now no zz; {FIX}",
+        ),
+        (
+            # a record of another version, without an option whose value is now None
+            _record(options={"top_k": 3}),
+            f"it was written without positions, now positions=None; {FIX}",
         ),
         (
             _record(model={"name": "m", "dtype": "float16"}),
@@ -407,6 +412,15 @@ def test_the_same_record_is_accepted(tmp_path):
 
 
 # ---- stream's own refusals ----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("prompts", "message"), [(["a", 5], "prompt 2 is a int"), ([b"ab"], "prompt 1 is a bytes")]
+)
+def test_a_prompt_of_another_kind_is_named(lens, tmp_path, prompts, message):
+    with pytest.raises(LogitLensError, match=f"^{message}: give strings or lists of token ids$"):
+        stream(lens, prompts, tmp_path / "r.parquet")
+    assert not (tmp_path / "r.parquet").exists()
+
+
 def test_stream_refuses_attention_mask_and_unknown_options(lens, tmp_path):
     path = tmp_path / "r.parquet"
     with pytest.raises(LogitLensError) as err:

@@ -108,9 +108,18 @@ def _prompt_list(prompts) -> list:
         raise LogitLensError("prompts must be a non-empty list of strings or of token-id lists")
     if all(isinstance(p, int) for p in prompts):
         return [list(prompts)]
-    return [
-        p if isinstance(p, str) else (p.tolist() if isinstance(p, torch.Tensor) else list(p)) for p in prompts
-    ]
+    out = []
+    for i, p in enumerate(prompts):
+        if isinstance(p, torch.Tensor):
+            p = p.tolist()
+        elif not isinstance(p, str):
+            if not isinstance(p, Sequence) or isinstance(p, bytes):
+                raise LogitLensError(
+                    f"prompt {i + 1} is a {type(p).__name__}: give strings or lists of token ids"
+                )
+            p = list(p)
+        out.append(p)
+    return out
 
 
 def fingerprint(lens, prompts, run_kwargs: dict[str, Any], output: str) -> dict[str, Any]:
@@ -169,11 +178,11 @@ def _check_same(old: dict[str, Any], new: dict[str, Any], path: Path) -> None:
         if a == b:
             continue
         if isinstance(a, dict) and isinstance(b, dict):
-            key = next(k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
+            key = next(k for k in sorted(set(a) | set(b)) if (k in a, a.get(k)) != (k in b, b.get(k)))
             label = key if section == "options" else f"model {key}"
-            raise LogitLensError(
-                f"cannot resume {path}: it was written with {label}={a.get(key)!r}, now {label}={b.get(key)!r}; {fix}"
-            )
+            was = f"with {label}={a[key]!r}" if key in a else f"without {label}"
+            now = f"{label}={b[key]!r}" if key in b else f"no {label}"
+            raise LogitLensError(f"cannot resume {path}: it was written {was}, now {now}; {fix}")
         raise LogitLensError(f"cannot resume {path}: it was written as {a!r}, now {b!r}; {fix}")
 
 
