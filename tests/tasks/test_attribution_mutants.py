@@ -161,6 +161,32 @@ def test_token_string_messages(lens, tokenizer):
     )
 
 
+def test_token_strings_are_tokenised_without_special_tokens(tiny_model, tokenizer):
+    """A tokenizer that prepends a BOS token to every text: the target and the baseline are still the one
+    token their string is (special tokens left out), not BOS plus it."""
+    from tokenizers import processors
+
+    bos = copy.deepcopy(tokenizer)
+    eos_id = bos.convert_tokens_to_ids("<|endoftext|>")
+    bos._tokenizer.post_processor = processors.TemplateProcessing(
+        single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", eos_id)]
+    )
+    paris, rome = (tokenizer(t, add_special_tokens=False)["input_ids"][0] for t in (" Paris", " Rome"))
+    assert bos(" Paris")["input_ids"] == [eos_id, paris]  # the tokenizer does add it by default
+    df = LogitLens(tiny_model, bos, name="bos").attribute([5, 17, 33], " Paris", baseline=" Rome")
+    assert (df.attrs["target_id"], df.attrs["baseline_id"]) == (paris, rome)
+
+
+def test_the_functions_default_baseline_is_the_mean(lenses):
+    """``attribute`` called directly (not through LogitLens.attribute) explains the target against the mean."""
+    from logitlens.tasks.attribution import attribute
+
+    df = attribute(lenses("llama"), IDS, TARGET)
+    assert (df.attrs["baseline"], df.attrs["baseline_id"]) == ("mean", None)
+    row = logits_at(build("llama"), -1)
+    assert df.attrs["logit_diff"] == pytest.approx(float(row[TARGET] - row.mean()), abs=1e-5)
+
+
 def test_models_that_cannot_be_attributed(lenses, monkeypatch):
     """Weights not here (a remote-only backend, or an offloaded unembedding), several residual streams, a
     final norm that no description reproduces, a module before the unembedding that is not linear."""
@@ -274,7 +300,7 @@ def test_projection_bias_after_a_norm_without_bias(projected):
         want = float(row[TARGET] - (row.mean() if baseline == "mean" else row[OTHER]))
         assert df["contribution"].sum() == pytest.approx(want, abs=1e-4)
         assert df.attrs["logit_diff"] == pytest.approx(want, abs=1e-4)
-        W = projected.lm_head.weight.double()
+        W = projected.lm_head.weight.detach().double()
         u = W[TARGET] - (W.mean(0) if baseline == "mean" else W[OTHER])
         bias = df.set_index("component").loc["bias", "contribution"]
         assert bias == pytest.approx(float(u @ dec.project_out.bias.detach().double()), abs=1e-5)
@@ -328,7 +354,7 @@ def test_bf16_unembedding_mean_is_taken_in_fp32(lenses):
     norm = model.model.norm
     g = norm.weight.double()
     s = 1 / torch.sqrt(rows["xf"].pow(2).mean() + norm.variance_epsilon)
-    W = model.lm_head.weight.double()
+    W = model.lm_head.weight.detach().double()
     u = W[TARGET] - W.mean(0)
     df = LogitLens(model, None).attribute(IDS, TARGET).set_index("component")
     assert df.loc["embed", "contribution"] == pytest.approx(float(u @ (g * rows["x0"] * s)), abs=2e-4)
