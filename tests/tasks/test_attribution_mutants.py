@@ -526,6 +526,8 @@ def test_summary_words():
         "␣Paris vs the mean logit after ␣of (position 3): logit difference -3.500 = the sum of 3 components "
         "(before soft-capping; -0.750 after). Up most: none. Down most: c1 (-2.00), c2 (-1.00), c0 (-0.50)."
     )
+    no_capped = attribution_summary(_frame([1.0], softcap=5.0))  # a soft-cap without the capped difference
+    assert "logit difference +1.250 = the sum of 1 components (before soft-capping; +nan after)." in no_capped
     assert attribution_summary(_frame([-0.5, -2.0, -1.0]), n=2).endswith("Down most: c1 (-2.00), c2 (-1.00).")
     four = attribution_summary(_frame([4.0, 3.0, 2.0, 1.0]))  # the default names 3 each way
     assert four.endswith("Up most: c0 (+4.00), c1 (+3.00), c2 (+2.00). Down most: none.")
