@@ -151,3 +151,17 @@ _same(
         "head += f\" (before soft-capping; {a.get('logit_diff_capped', float('NAN')):+.3f} after)\"",
     ),
 )
+
+_same(
+    "attribution",
+    "the frame is never empty (its first line is the embeddings), so len(df) is always true and the 0.0 "
+    "fallback is never taken",
+    (
+        'total = float(df["cumulative"].iloc[-1]) if len(df) else 0.0',
+        'total = float(df["cumulative"].iloc[-1]) if (len(df)) or True else 0.0',
+    ),
+    (
+        'total = float(df["cumulative"].iloc[-1]) if len(df) else 0.0',
+        'total = float(df["cumulative"].iloc[-1]) if len(df) else 1.0',
+    ),
+)

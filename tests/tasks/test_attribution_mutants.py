@@ -406,6 +406,8 @@ def test_every_attr_of_a_split_model(lens, tokenizer):
     last = lens.attribute(PROMPT, " Paris")
     assert last.attrs["next_token"] is None and last.attrs["token"] == "␣of" and last.attrs["position"] == 7
     assert last.attrs["baseline"] == "mean" and last.attrs["baseline_id"] is None
+    before_last = lens.attribute(PROMPT, " Paris", position=-2).attrs
+    assert (before_last["position"], before_last["token"], before_last["next_token"]) == (6, "␣city", "␣of")
 
 
 def test_norm_scale_is_the_output_rows_statistic(lenses):
