@@ -56,7 +56,7 @@ def logits_at(model, position: int, ids=IDS) -> torch.Tensor:
 # ---- bad input: the exact messages ----------------------------------------------------------------------------
 def test_prompt_messages(lenses):
     lens = lenses("llama")
-    two = torch.tensor([[5, 6], [7, 8]])
+    two = torch.tensor([[5, 6, 7], [7, 8, 9]])  # (2, 3): the count is the rows
     assert error(lens.attribute, two, TARGET) == "attribute takes one prompt, got 2"
     assert error(lens.attribute, [[5, 6], [7, 8]], TARGET) == (
         "attribute takes one prompt, got 2; call it once per prompt"
@@ -74,8 +74,9 @@ def test_prompt_messages(lenses):
     # the edges are accepted: ids 0 and 255, a prompt of exactly the context length, a (1, T) tensor
     assert lens.attribute([0, 255], TARGET).attrs["n_tokens"] == 2
     assert lens.attribute([5] * 64, TARGET).attrs["n_tokens"] == 64
-    df = lens.attribute(torch.tensor([IDS]), TARGET)
-    assert df.attrs["n_tokens"] == len(IDS) and df.attrs["prompt"] is None
+    for prompt in (torch.tensor([IDS]), torch.tensor(IDS)):  # (1, T) and (T,): one prompt each
+        df = lens.attribute(prompt, TARGET)
+        assert df.attrs["n_tokens"] == len(IDS) and df.attrs["prompt"] is None
 
 
 def test_position_messages_and_edges(lenses):
