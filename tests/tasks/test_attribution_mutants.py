@@ -539,3 +539,22 @@ def test_summary_words():
         "None vs the mean logit after None (position None): logit difference +nan = the sum of 1 components. "
         "Up most: a (+1.00). Down most: none."
     )
+
+
+# ---- on a GPU --------------------------------------------------------------------------------------------------
+@pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="compares attribution of a model on a GPU with the same model on the CPU, so it needs a CUDA device",
+)
+@pytest.mark.parametrize("name", ["llama", "gptj", "opt-project", "gpt2"])
+def test_on_a_gpu_the_lines_equal_the_cpu_ones(lenses, name):
+    """Every tensor attribution builds (token ids, residual rows, attention outputs, the projection, the
+    norm's bias) must be on the model's device: the lines and the output row's numbers equal the CPU ones."""
+    cpu = lenses(name).attribute(IDS, TARGET, baseline=OTHER, position=3)
+    model = copy.deepcopy(build(name)).cuda()
+    gpu = LogitLens(model, None, name=name).attribute(IDS, TARGET, baseline=OTHER, position=3)
+    assert gpu["component"].tolist() == cpu["component"].tolist()
+    assert gpu["contribution"].tolist() == pytest.approx(cpu["contribution"].tolist(), abs=1e-4)
+    for key in ("logit_diff", "target_logit", "baseline_logit", "norm_scale"):
+        assert gpu.attrs[key] == pytest.approx(cpu.attrs[key], rel=1e-4, abs=1e-4), key
+    assert abs(gpu.attrs["sum_error"]) < 1e-4
