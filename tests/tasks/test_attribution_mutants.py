@@ -353,7 +353,7 @@ def test_bf16_unembedding_mean_is_taken_in_fp32(lenses):
         for h in hooks:
             h.remove()
     norm = model.model.norm
-    g = norm.weight.double()
+    g = norm.weight.detach().double()
     s = 1 / torch.sqrt(rows["xf"].pow(2).mean() + norm.variance_epsilon)
     W = model.lm_head.weight.detach().double()
     u = W[TARGET] - W.mean(0)
