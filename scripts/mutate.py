@@ -24,6 +24,7 @@ scores below ``--fail-under`` (default 0: report only).
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import shutil
@@ -223,7 +224,10 @@ def run_module(name: str, args: argparse.Namespace) -> dict:
     seconds = time.perf_counter() - t0
     found = json.loads(_collect(work))  # {mutant: [status, diff]}
     if again is not None:  # only last run's survivors were tested again; the rest were killed then
-        found = {k: (v if k in again else ["killed", ""]) for k, v in found.items()}
+        found = {
+            k: (v if any(fnmatch.fnmatchcase(k, a) for a in again) else ["killed", ""])
+            for k, v in found.items()
+        }
     statuses = {k: v[0] for k, v in found.items()}
     counts = {s: sum(1 for v in statuses.values() if v == s) for s in STATUSES}
     known = EQUIVALENT.get(name, {})
@@ -267,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         "--again",
         metavar="JSON",
         help="test again only the mutants an earlier --json left alive (quick, while writing tests; the source "
-        "must be unchanged since, and the score to record comes from a full run)",
+        "must be unchanged since, and the score to record comes from a full run); a name may be a glob "
+        "(module.x_function__mutmut_*: every mutant of a function that changed)",
     )
     p.add_argument("--list", action="store_true", help="print the modules, files and tests, run nothing")
     args = p.parse_args(argv)

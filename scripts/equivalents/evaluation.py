@@ -131,3 +131,28 @@ _same(
         'tokens_per_s=total / seconds if seconds > 0 else float("NAN"),',
     ),
 )
+_same(
+    "evaluation",
+    "np.append without an axis flattens its arguments: any shape of the state gives the same row",
+    (
+        "buf[group.rank] = np.append(state.reshape(-1), seconds)",
+        "buf[group.rank] = np.append(state.reshape(None), seconds)",
+    ),
+    (
+        "buf[group.rank] = np.append(state.reshape(-1), seconds)",
+        "buf[group.rank] = np.append(state.reshape(-2), seconds)",
+    ),
+)
+_same(
+    "evaluation",
+    "every later use widens the values to float64 anyway: np.bincount casts its weights to double and "
+    "values - mean[row] promotes to float64 (mean is float64), so float32 or int values give the same sums",
+    (
+        "values = np.asarray(values, dtype=np.float64).reshape(-1)",
+        "values = np.asarray(values, dtype=None).reshape(-1)",
+    ),
+    (
+        "values = np.asarray(values, dtype=np.float64).reshape(-1)",
+        "values = np.asarray(values, ).reshape(-1)",
+    ),
+)

@@ -124,8 +124,8 @@ def test_to_frame_columns_and_bits_per_token():
 
 
 def test_inputs_of_other_shapes_and_dtypes_are_flattened_and_cast():
-    """2-D values and float row indices are read as flat float64 values and int64 rows; float32 values are
-    widened before any sum (float32 sums would miss by ~1e-8)."""
+    """2-D values and float row indices are read as flat values and int64 rows; float32 values are summed in
+    float64 (the means equal float64 means of the same values)."""
     values = np.array([[0.1, 0.2, 0.3], [0.7, np.nan, 1.1]], dtype=np.float32)
     rows = np.array([[0.0, 1.0, 1.0], [3.0, 0.0, 3.0]])
     agg = RowAggregate(ROWS, 2)
@@ -335,6 +335,8 @@ def test_files_paths_lines_field_split_and_seed_reach_the_reader(lens, corpus_fi
     _same_as_ids(lens, df, Corpus.read([str(text), text]), 8)
     df = evaluate(lens, jsonl, seq_len=8, split="all", field="body", progress=False)
     _same_as_ids(lens, df, Corpus.read(jsonl, field="body"), 8)
+    df = evaluate(lens, jsonl, seq_len=2, split="all", progress=False)  # the default field: "text"
+    _same_as_ids(lens, df, Corpus.read(jsonl, field="text"), 2)
     corpus = Corpus.read(text, lines=True)
     for seed in (0, 5):
         df = evaluate(lens, text, seq_len=8, lines=True, seed=seed, progress=False)
