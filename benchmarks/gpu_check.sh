@@ -306,6 +306,7 @@ else
   echo "bench_distributed: no CUDA device (skipped)"
 fi
 
-# 5. The tests that need a GPU (the GPU reduction equals the CPU one), skipped on CPU machines.
-timeout --signal=INT --kill-after=10 120 "$PY" -m pytest -q -p no:cacheprovider \
-  tests/engine/test_reduce_mutants.py -k gpu
+# 5. The tests that need a GPU, skipped on CPU machines: the GPU reduction, tuned lens and attribution
+# equal the CPU ones (they kill the device-placement mutants that a CPU cannot tell apart).
+timeout --signal=INT --kill-after=10 180 "$PY" -m pytest -q -p no:cacheprovider \
+  tests/engine/test_reduce_mutants.py tests/engine/test_tuned_mutants.py tests/tasks/test_attribution_mutants.py -k gpu
