@@ -91,3 +91,13 @@ def tiny_model_dir(tiny_model, tokenizer, tmp_path_factory):
     tiny_model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny products: one thread is faster than two fighting over shared cores (restored afterwards).
+    A module asks for it with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

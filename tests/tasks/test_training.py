@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 
 import pandas as pd
 import pytest
@@ -17,6 +16,7 @@ from logitlens.engine.tuned import TunedLens
 from logitlens.tasks.data import Corpus
 from logitlens.tasks.evaluation import evaluate
 from logitlens.tasks.training import CHECKPOINT, Interrupted, batch_indices, row_kl, train_tuned_lens
+from words import word_texts
 
 _TEXT = (
     "The Eiffel Tower is in the city of Paris . Colosseum Rome Hello world , hello logit lens ! Layers "
@@ -28,17 +28,10 @@ FAST = dict(seq_len=SEQ, batch_tokens=BATCH, progress=False)
 
 
 def texts(n: int = 40, words: int = 60, seed: int = 0) -> list[str]:
-    rng = random.Random(seed)
-    return [" ".join(rng.choice(WORDS) for _ in range(words)) for _ in range(n)]
+    return word_texts(n, words, seed, vocabulary=WORDS)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny products: one thread is faster than two fighting over shared cores (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

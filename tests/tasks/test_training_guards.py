@@ -3,42 +3,19 @@ the next-token-only mask of ``row_kl``, each against a reference written here.""
 
 from __future__ import annotations
 
-import random
-
 import pytest
 import torch
 
 from logitlens import Corpus, TunedLens, train_tuned_lens
 from logitlens.tasks.training import _schedule, batch_indices, row_kl
+from words import word_texts
 
-WORDS = [
-    "The",
-    "Eiffel",
-    "Tower",
-    "is",
-    "in",
-    "the",
-    "city",
-    "of",
-    "Paris",
-    ".",
-    "Colosseum",
-    "Rome",
-    "Hello",
-    "world",
-    ",",
-    "hello",
-    "logit",
-    "lens",
-    "!",
-]
 SEQ, BATCH = 32, 64  # tokens per sequence, tokens per step: two sequences a step
 
 
 @pytest.fixture(scope="module")
 def corpus() -> Corpus:
-    rng = random.Random(0)
-    return Corpus.from_texts([" ".join(rng.choice(WORDS) for _ in range(50)) for _ in range(30)], name="w")
+    return Corpus.from_texts(word_texts(30, 50), name="w")
 
 
 @pytest.mark.parametrize(

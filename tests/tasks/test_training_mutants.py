@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import random
 import warnings
 
 import pytest
@@ -20,44 +19,17 @@ from logitlens.tasks import distributed, training
 from logitlens.tasks.checkpoints import CHECKPOINT
 from logitlens.tasks.data import Corpus
 from logitlens.tasks.training import Interrupted, batch_indices, row_kl, train_tuned_lens
+from words import word_texts
 
-WORDS = [
-    "The",
-    "Eiffel",
-    "Tower",
-    "is",
-    "in",
-    "the",
-    "city",
-    "of",
-    "Paris",
-    ".",
-    "Colosseum",
-    "Rome",
-    "Hello",
-    "world",
-    ",",
-    "hello",
-    "logit",
-    "lens",
-    "!",
-]
 SEQ, BATCH = 16, 32  # tokens per sequence, tokens per step: two sequences a step
 FAST = dict(seq_len=SEQ, batch_tokens=BATCH, progress=False)
 
 
 def texts(n: int, words: int = 30, seed: int = 0) -> list[str]:
-    rng = random.Random(seed)
-    return [" ".join(rng.choice(WORDS) for _ in range(words)) for _ in range(n)]
+    return word_texts(n, words, seed)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny products: one thread is faster than two fighting over shared cores (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
