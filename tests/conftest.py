@@ -101,3 +101,19 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def lenses():
+    """``lenses(name)``: a LogitLens on the test zoo's tiny ``name`` model, built once per test module."""
+    from logitlens import LogitLens
+    from tiny_models import build
+
+    cache: dict = {}
+
+    def get(name: str):
+        if name not in cache:
+            cache[name] = LogitLens(build(name), None, name=name)
+        return cache[name]
+
+    return get

@@ -30,18 +30,6 @@ PARALLEL_NORMS = {
 }
 
 
-@pytest.fixture(scope="module")
-def lenses():
-    cache: dict[str, LogitLens] = {}
-
-    def get(name: str) -> LogitLens:
-        if name not in cache:
-            cache[name] = LogitLens(build(name), None, name=name)
-        return cache[name]
-
-    return get
-
-
 def model_logits(model, ids=IDS) -> torch.Tensor:
     """(T, V) the model's own logits in fp32, before any final soft-capping (switched off in the config)."""
     cfg = model.config

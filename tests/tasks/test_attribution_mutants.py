@@ -26,18 +26,6 @@ TARGET, OTHER = 12, 200
 PROMPT = "The Eiffel Tower is in the city of"
 
 
-@pytest.fixture(scope="module")
-def lenses():
-    cache: dict[str, LogitLens] = {}
-
-    def get(name: str) -> LogitLens:
-        if name not in cache:
-            cache[name] = LogitLens(build(name), None, name=name)
-        return cache[name]
-
-    return get
-
-
 def error(call, *args, **kwargs) -> str:
     """The one-line message ``call`` raises."""
     with pytest.raises(LogitLensError) as err:
