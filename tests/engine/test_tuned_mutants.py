@@ -22,6 +22,7 @@ from logitlens.core.rows import Row
 from logitlens.engine.lenses import LENSES, IdentityLens
 from logitlens.engine.tuned import TunedLens, load_lens
 from logitlens.errors import LogitLensError
+from markers import needs_cuda
 
 ROWS = [Row(-1, "embed"), Row(0), Row(1), Row(2)]  # the last one is the output row of a 3-block model
 
@@ -200,10 +201,7 @@ def test_chunk_with_the_output_row_not_last_keeps_it_as_it_is():
         torch.testing.assert_close(out[:, r], h[:, r] + h[:, r] @ w[r].T + b[r])
 
 
-@pytest.mark.skipif(
-    not torch.cuda.is_available(),
-    reason="decodes a GPU residual stream with the lens's CPU parameters, so it needs a CUDA device",
-)
+@needs_cuda("decodes a GPU residual stream with the lens's CPU parameters")
 def test_a_gpu_stream_is_translated_on_the_gpu():
     """The parameters stay where they are (the CPU here); a stream on the GPU is translated there, with or
     without gradients (which reach the CPU parameters)."""

@@ -19,6 +19,7 @@ from torch import nn
 
 from logitlens import LogitLens, LogitLensError
 from logitlens.tasks.attribution import attribution_summary
+from markers import needs_cuda
 from tiny_models import build, truncated
 
 IDS = [5, 17, 33, 80, 9, 101, 44]  # one prompt of the tiny models (vocabulary 256)
@@ -530,10 +531,7 @@ def test_summary_words():
 
 
 # ---- on a GPU --------------------------------------------------------------------------------------------------
-@pytest.mark.skipif(
-    not torch.cuda.is_available(),
-    reason="compares attribution of a model on a GPU with the same model on the CPU, so it needs a CUDA device",
-)
+@needs_cuda("compares attribution of a model on a GPU with the same model on the CPU")
 @pytest.mark.parametrize("name", ["llama", "gptj", "opt-project", "gpt2"])
 def test_on_a_gpu_the_lines_equal_the_cpu_ones(lenses, name):
     """Every tensor attribution builds (token ids, residual rows, attention outputs, the projection, the
